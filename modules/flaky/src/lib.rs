@@ -1,0 +1,57 @@
+//! Test module for failure handling. Every event first writes state and emits,
+//! then acts on its `action` field: `ok`, `reject`, `retry-once` (fails the first
+//! attempt of each event id, then succeeds), `retry-always`, or `panic`. The
+//! host must leave no trace of any failed attempt.
+
+use serde::Deserialize;
+use sluice_guest::{Event, Failure, Result, emit_json, state};
+use std::cell::RefCell;
+use std::collections::HashSet;
+
+#[derive(Deserialize)]
+struct Input<'a> {
+    action: &'a str,
+    #[serde(default)]
+    key: &'a str,
+}
+
+thread_local! {
+    static FAILED_ONCE: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
+}
+
+/// Apply the event's effects, then fail as its `action` says.
+pub fn handle(event: &Event) -> Result {
+    let input: Input = event.json()?;
+    state::set(format!("touched/{}", event.id), b"1")?;
+    let key = format!("count/{}", input.key);
+    let n: u64 = state::get_json(&key)?.unwrap_or(0);
+    state::set_json(&key, &(n + 1))?;
+    emit_json("flaky-out", "flaky.done", &serde_json::json!({"id": event.id}))?;
+    match input.action {
+        "ok" => Ok(()),
+        "reject" => Err(Failure::reject(format!("event {} asked to be rejected", event.id))),
+        "retry-once" => {
+            let first = FAILED_ONCE.with(|f| f.borrow_mut().insert(event.id.to_string()));
+            if first { Err(Failure::retry("first attempt fails")) } else { Ok(()) }
+        }
+        "retry-always" => Err(Failure::retry("this event never succeeds")),
+        "panic" => panic!("event {} asked for a panic", event.id),
+        other => Err(Failure::reject(format!("unknown action `{other}`"))),
+    }
+}
+
+sluice_guest::export!(handle);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_guest::testing::{TestEvent, TestHost};
+
+    #[test]
+    fn retry_once_fails_then_succeeds() {
+        TestHost::install();
+        let ev = TestEvent::json("t", "x", r#"{"action":"retry-once","key":"a"}"#);
+        assert!(matches!(ev.with(|e| handle(e)), Err(Failure::Retry(_))));
+        assert!(ev.with(|e| handle(e)).is_ok());
+    }
+}
