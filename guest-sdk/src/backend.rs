@@ -83,18 +83,17 @@ mod wasm {
     pub fn state_delete(key: &[u8]) {
         state::delete(key)
     }
-    pub fn state_scan(
-        prefix: &[u8],
-        after: Option<&[u8]>,
-        limit: u32,
-    ) -> (Vec<(Vec<u8>, Vec<u8>)>, Option<Vec<u8>>) {
+    pub fn state_scan(prefix: &[u8], after: Option<&[u8]>, limit: u32) -> crate::state::Page {
         let page = state::scan_prefix(prefix, after, limit);
         (page.entries, page.next)
     }
 
     pub fn emit(out: &crate::Output<'_>) -> Result {
-        let headers: Vec<(&str, &[u8])> =
-            out.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect();
+        let headers: Vec<(&str, &[u8])> = out
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_slice()))
+            .collect();
         emit::emit(types::OutgoingEvent {
             topic: out.topic,
             type_: out.ty,

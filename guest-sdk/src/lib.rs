@@ -86,7 +86,10 @@ impl<'a> Event<'a> {
     /// same way on every retry).
     pub fn json<T: serde::Deserialize<'a>>(&self) -> Result<T> {
         serde_json::from_slice(self.0.data).map_err(|e| {
-            Failure::Reject(format!("event {} data is not the expected JSON: {e}", self.0.id))
+            Failure::Reject(format!(
+                "event {} data is not the expected JSON: {e}",
+                self.0.id
+            ))
         })
     }
 

@@ -14,6 +14,9 @@
 use crate::{Failure, Result, backend};
 use serde::{Serialize, de::DeserializeOwned};
 
+/// One page of a scan from the host: entries, and the key to continue after.
+pub(crate) type Page = (Vec<(Vec<u8>, Vec<u8>)>, Option<Vec<u8>>);
+
 /// Raw bytes stored under `key`.
 pub fn get(key: impl AsRef<[u8]>) -> Option<Vec<u8>> {
     backend::state_get(key.as_ref())

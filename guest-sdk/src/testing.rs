@@ -142,11 +142,7 @@ pub(crate) mod backend {
     pub fn state_delete(key: &[u8]) {
         with(|h| h.state.remove(key));
     }
-    pub fn state_scan(
-        prefix: &[u8],
-        after: Option<&[u8]>,
-        limit: u32,
-    ) -> (Vec<(Vec<u8>, Vec<u8>)>, Option<Vec<u8>>) {
+    pub fn state_scan(prefix: &[u8], after: Option<&[u8]>, limit: u32) -> crate::state::Page {
         with(|h| {
             let entries: Vec<_> = h
                 .state
@@ -183,6 +179,11 @@ pub(crate) mod backend {
         with(|h| h.config.get(key).cloned())
     }
     pub fn config_all() -> Vec<(String, String)> {
-        with(|h| h.config.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        with(|h| {
+            h.config
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
     }
 }

@@ -46,7 +46,11 @@ pub struct DecodeError {
 
 impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "bad event frame at field `{}`: {}", self.field, self.reason)
+        write!(
+            f,
+            "bad event frame at field `{}`: {}",
+            self.field, self.reason
+        )
     }
 }
 

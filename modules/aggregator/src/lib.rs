@@ -50,7 +50,7 @@ mod tests {
         for (c, a) in [("c1", 5), ("c2", 7), ("c1", -2)] {
             let data = format!(r#"{{"customer":"{c}","amount":{a}}}"#);
             TestEvent::json("orders", "order.created", &data)
-                .with(|e| handle(e))
+                .with(handle)
                 .unwrap();
         }
         let state = host.state();

@@ -66,7 +66,7 @@ mod tests {
         for amount in [99, 100, 250] {
             let data = format!(r#"{{"order_id":"o{amount}","amount":{amount}}}"#);
             TestEvent::json("orders", "order.created", &data)
-                .with(|e| handle(e))
+                .with(handle)
                 .unwrap();
         }
         let out = host.emitted();
@@ -79,7 +79,7 @@ mod tests {
     #[test]
     fn rejects_data_that_is_not_an_order() {
         TestHost::install().config("min-amount", "1");
-        let r = TestEvent::json("orders", "order.created", r#"{"amount":"lots"}"#).with(|e| handle(e));
+        let r = TestEvent::json("orders", "order.created", r#"{"amount":"lots"}"#).with(handle);
         assert!(matches!(r, Err(Failure::Reject(_))), "{r:?}");
     }
 }

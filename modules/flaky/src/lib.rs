@@ -26,13 +26,24 @@ pub fn handle(event: &Event) -> Result {
     let key = format!("count/{}", input.key);
     let n: u64 = state::get_json(&key)?.unwrap_or(0);
     state::set_json(&key, &(n + 1))?;
-    emit_json("flaky-out", "flaky.done", &serde_json::json!({"id": event.id}))?;
+    emit_json(
+        "flaky-out",
+        "flaky.done",
+        &serde_json::json!({"id": event.id}),
+    )?;
     match input.action {
         "ok" => Ok(()),
-        "reject" => Err(Failure::reject(format!("event {} asked to be rejected", event.id))),
+        "reject" => Err(Failure::reject(format!(
+            "event {} asked to be rejected",
+            event.id
+        ))),
         "retry-once" => {
             let first = FAILED_ONCE.with(|f| f.borrow_mut().insert(event.id.to_string()));
-            if first { Err(Failure::retry("first attempt fails")) } else { Ok(()) }
+            if first {
+                Err(Failure::retry("first attempt fails"))
+            } else {
+                Ok(())
+            }
         }
         "retry-always" => Err(Failure::retry("this event never succeeds")),
         "panic" => panic!("event {} asked for a panic", event.id),
@@ -51,7 +62,7 @@ mod tests {
     fn retry_once_fails_then_succeeds() {
         TestHost::install();
         let ev = TestEvent::json("t", "x", r#"{"action":"retry-once","key":"a"}"#);
-        assert!(matches!(ev.with(|e| handle(e)), Err(Failure::Retry(_))));
-        assert!(ev.with(|e| handle(e)).is_ok());
+        assert!(matches!(ev.with(handle), Err(Failure::Retry(_))));
+        assert!(ev.with(handle).is_ok());
     }
 }

@@ -3,8 +3,8 @@
 //! unrouted type are rejected so they show up in the dead-letter topic.
 
 use sluice_guest::{Event, Failure, Output, Result, config};
-use std::collections::BTreeMap;
 use std::cell::OnceCell;
+use std::collections::BTreeMap;
 
 thread_local! {
     // Read once per instance: the config does not change while it lives.
@@ -55,11 +55,11 @@ mod tests {
             r#"{"order.":"order-events","payment.":"payment-events"}"#,
         );
         for ty in ["order.created", "payment.settled", "order.cancelled"] {
-            TestEvent::json("in", ty, "{}").with(|e| handle(e)).unwrap();
+            TestEvent::json("in", ty, "{}").with(handle).unwrap();
         }
         let topics: Vec<_> = host.emitted().into_iter().map(|e| e.topic).collect();
         assert_eq!(topics, ["order-events", "payment-events", "order-events"]);
-        let r = TestEvent::json("in", "user.signup", "{}").with(|e| handle(e));
+        let r = TestEvent::json("in", "user.signup", "{}").with(handle);
         assert!(matches!(r, Err(Failure::Reject(m)) if m.contains("user.signup")));
     }
 }

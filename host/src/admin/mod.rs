@@ -1,0 +1,274 @@
+//! The HTTP API: ingest, reading topics, module status. `sluice produce`,
+//! `sluice tail` and `sluice modules` are clients of it.
+//!
+//! | method and path | what |
+//! |---|---|
+//! | `POST /v1/topics/{topic}/events` | append: a CloudEvents JSON object or array, or binary mode (`ce-*` headers, body = data) |
+//! | `GET /v1/topics` | topics with partitions and offsets |
+//! | `GET /v1/topics/{topic}/partitions/{p}/events?from=&limit=&wait_ms=` | read (long-poll with `wait_ms`) |
+//! | `GET /v1/modules` | modules: version, status, cursor and lag per partition, state size, counters |
+//! | `GET /v1/modules/{name}/state?prefix=&limit=` | a module's state entries |
+//! | `GET /v1/status` | outbox backlog, total lag, whether everything is processed (`idle`) |
+//! | `GET /healthz` | process alive |
+//!
+//! Errors are JSON: `{"error": "...", "field": "...", "index": n}`.
+
+pub mod json;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::Service;
+use crate::source::{TopicError, ingest};
+
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 16 << 20;
+
+/// The API's routes over a running service.
+pub fn router(svc: Arc<Service>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/v1/topics", get(topics))
+        .route("/v1/topics/{topic}/events", post(produce))
+        .route(
+            "/v1/topics/{topic}/partitions/{partition}/events",
+            get(read),
+        )
+        .route("/v1/status", get(status))
+        .route("/v1/modules", get(modules))
+        .route("/v1/modules/{name}/state", get(state))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .with_state(svc)
+}
+
+fn error(status: StatusCode, body: Value) -> Response {
+    (status, Json(body)).into_response()
+}
+
+fn topic_error(e: TopicError) -> Response {
+    let status = match &e {
+        TopicError::Unknown(_) => StatusCode::NOT_FOUND,
+        TopicError::BadName(_) | TopicError::Partitions { .. } => StatusCode::BAD_REQUEST,
+        TopicError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(status, json!({ "error": e.to_string() }))
+}
+
+async fn produce(
+    State(svc): State<Arc<Service>>,
+    Path(topic): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let binary = headers.contains_key("ce-type") || headers.contains_key("ce-id");
+    let parsed = if binary {
+        let hs: Vec<(String, String)> = headers
+            .iter()
+            .filter_map(|(n, v)| {
+                Some((
+                    n.as_str().to_ascii_lowercase(),
+                    v.to_str().ok()?.to_string(),
+                ))
+            })
+            .collect();
+        let ct = headers.get("content-type").and_then(|v| v.to_str().ok());
+        ingest::binary(&hs, ct, &body).map(|e| vec![e])
+    } else {
+        ingest::parse_json(&body)
+    };
+    let events = match parsed {
+        Ok(e) => e,
+        Err(e) => {
+            let mut v = json!({ "error": e.to_string() });
+            if let Some(f) = &e.field {
+                v["field"] = json!(f);
+            }
+            if let Some(i) = e.index {
+                v["index"] = json!(i);
+            }
+            return error(StatusCode::BAD_REQUEST, v);
+        }
+    };
+    let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
+    let log = svc.log.clone();
+    let t = topic.clone();
+    let res = tokio::task::spawn_blocking(move || log.append(&t, events, |_| {})).await;
+    match res {
+        Ok(Ok(placed)) => {
+            let events: Vec<Value> = placed
+                .iter()
+                .zip(ids)
+                .map(|((p, o), id)| {
+                    let id = if id.is_empty() {
+                        format!("{topic}/{p}/{o}")
+                    } else {
+                        id
+                    };
+                    json!({ "id": id, "partition": p, "offset": o })
+                })
+                .collect();
+            Json(json!({ "accepted": events.len(), "events": events })).into_response()
+        }
+        Ok(Err(e)) => topic_error(e),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({ "error": e.to_string() }),
+        ),
+    }
+}
+
+async fn topics(State(svc): State<Arc<Service>>) -> Response {
+    let list: Vec<Value> = svc
+        .log
+        .topics()
+        .into_iter()
+        .map(|(name, n)| {
+            let parts: Vec<Value> = (0..n)
+                .map(|p| {
+                    let (first, next) = svc.log.bounds(&name, p).unwrap_or((0, 0));
+                    json!({ "partition": p, "first": first, "end": next })
+                })
+                .collect();
+            json!({ "name": name, "partitions": parts })
+        })
+        .collect();
+    Json(list).into_response()
+}
+
+#[derive(Deserialize)]
+struct ReadQuery {
+    #[serde(default)]
+    from: u64,
+    #[serde(default = "default_limit")]
+    limit: usize,
+    #[serde(default)]
+    wait_ms: u64,
+}
+
+fn default_limit() -> usize {
+    100
+}
+
+async fn read(
+    State(svc): State<Arc<Service>>,
+    Path((topic, partition)): Path<(String, u32)>,
+    Query(q): Query<ReadQuery>,
+) -> Response {
+    let Some(n) = svc.log.partitions(&topic) else {
+        return topic_error(TopicError::Unknown(topic));
+    };
+    if partition >= n {
+        return error(
+            StatusCode::NOT_FOUND,
+            json!({ "error": format!("topic `{topic}` has {n} partitions; there is no partition {partition}") }),
+        );
+    }
+    let limit = q.limit.clamp(1, 10_000);
+    let mut rx = svc.log.subscribe();
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(q.wait_ms.min(30_000));
+    loop {
+        let records = match svc.log.read(&topic, partition, q.from, limit) {
+            Ok(r) => r,
+            Err(e) => return topic_error(e),
+        };
+        if !records.is_empty() || tokio::time::Instant::now() >= deadline {
+            let next = records.last().map(|r| r.offset + 1).unwrap_or(q.from);
+            let (first, end) = svc.log.bounds(&topic, partition).unwrap_or((0, 0));
+            let events: Vec<Value> = records
+                .iter()
+                .filter_map(|r| json::event_json(&r.frame).ok())
+                .collect();
+            return Json(json!({ "events": events, "next": next.max(first), "end": end }))
+                .into_response();
+        }
+        let _ = tokio::time::timeout_at(deadline, rx.changed()).await;
+    }
+}
+
+async fn status(State(svc): State<Arc<Service>>) -> Response {
+    let s = svc.clone();
+    let res = tokio::task::spawn_blocking(move || {
+        let outbox = s.store.outbox_len().unwrap_or(u64::MAX);
+        let lag: u64 = s
+            .modules()
+            .iter()
+            .flat_map(|m| m.partitions.iter().map(|p| p.lag))
+            .sum();
+        json!({ "outbox_pending": outbox, "lag": lag, "idle": outbox == 0 && lag == 0 })
+    })
+    .await;
+    match res {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({ "error": e.to_string() }),
+        ),
+    }
+}
+
+async fn modules(State(svc): State<Arc<Service>>) -> Response {
+    let s = svc.clone();
+    match tokio::task::spawn_blocking(move || s.modules()).await {
+        Ok(m) => Json(m).into_response(),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({ "error": e.to_string() }),
+        ),
+    }
+}
+
+#[derive(Deserialize)]
+struct StateQuery {
+    #[serde(default)]
+    prefix: String,
+    #[serde(default = "default_state_limit")]
+    limit: usize,
+}
+
+fn default_state_limit() -> usize {
+    1000
+}
+
+async fn state(
+    State(svc): State<Arc<Service>>,
+    Path(name): Path<String>,
+    Query(q): Query<StateQuery>,
+) -> Response {
+    if !svc.modules().iter().any(|m| m.name == name) {
+        return error(
+            StatusCode::NOT_FOUND,
+            json!({ "error": format!("no module named `{name}`") }),
+        );
+    }
+    let store = svc.store.clone();
+    let limit = q.limit.clamp(1, 1_000_000);
+    let res =
+        tokio::task::spawn_blocking(move || store.dump_state(&name, q.prefix.as_bytes(), limit))
+            .await;
+    match res {
+        Ok(Ok(entries)) => {
+            let v: Vec<Value> = entries
+                .into_iter()
+                .map(|(p, (k, v))| json!({ "partition": p, "key": String::from_utf8_lossy(&k), "value": json::bytes_value(&v) }))
+                .collect();
+            Json(v).into_response()
+        }
+        Ok(Err(e)) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({ "error": e.to_string() }),
+        ),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({ "error": e.to_string() }),
+        ),
+    }
+}

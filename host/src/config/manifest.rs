@@ -1,0 +1,391 @@
+//! `module.toml`: what a module is, what it reads and writes, and its limits.
+//!
+//! ```
+//! let m = sluice::config::Manifest::parse_str(r#"
+//!     name = "order-totals"
+//!     version = "1.2.0"
+//!     component = "order_totals.wasm"
+//!     [[subscribe]]
+//!     topic = "orders"
+//!     [[produce]]
+//!     topic = "totals"
+//! "#, "module.toml".as_ref()).unwrap();
+//! assert_eq!(m.limits.deadline.as_millis(), 100);
+//! ```
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::units::serde_units;
+
+/// A parsed, validated module manifest.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Module name: `[a-z0-9][a-z0-9-_]*`, unique in a host.
+    pub name: String,
+    /// Module version (semver text, shown by `sluice modules`).
+    pub version: String,
+    /// Path to the component, relative to the manifest's directory.
+    pub component: PathBuf,
+    /// What the module consumes.
+    #[serde(default)]
+    pub subscribe: Vec<Subscription>,
+    /// Topics the module may emit to.
+    #[serde(default)]
+    pub produce: Vec<Produce>,
+    /// Resource limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Retry policy.
+    #[serde(default)]
+    pub retry: Retry,
+    /// Idempotency-set settings.
+    #[serde(default)]
+    pub idempotency: Idempotency,
+    /// Free-form values the module reads through the `config` import.
+    #[serde(default)]
+    pub config: BTreeMap<String, toml::Value>,
+    /// Dead-letter topic (default `<name>.dlq`).
+    #[serde(default, rename = "dead-letter-topic")]
+    pub dead_letter_topic: Option<String>,
+}
+
+/// One `[[subscribe]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Subscription {
+    /// Topic to read.
+    pub topic: String,
+    /// Only these CloudEvents types reach the module (others are skipped).
+    #[serde(default)]
+    pub types: Vec<String>,
+    /// Where a new module starts reading.
+    #[serde(default)]
+    pub start: StartPosition,
+}
+
+/// Where a module starts reading a topic it has no cursor for yet.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum StartPosition {
+    /// The oldest retained event.
+    #[default]
+    Earliest,
+    /// Only events appended after the module starts.
+    Latest,
+    /// The first event at or after this time (Unix milliseconds).
+    Time(i64),
+    /// This offset in every partition.
+    Offset(u64),
+}
+
+impl<'de> Deserialize<'de> for StartPosition {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(StartPosition::Offset(n)),
+            Raw::S(s) => match s.as_str() {
+                "earliest" => Ok(StartPosition::Earliest),
+                "latest" => Ok(StartPosition::Latest),
+                other => {
+                    if let Ok(n) = other.parse::<u64>() {
+                        return Ok(StartPosition::Offset(n));
+                    }
+                    time::OffsetDateTime::parse(other, &time::format_description::well_known::Rfc3339)
+                        .map(|t| StartPosition::Time((t.unix_timestamp_nanos() / 1_000_000) as i64))
+                        .map_err(|_| {
+                            serde::de::Error::custom(format!(
+                                "`{other}` is not a start position: use \"earliest\", \"latest\", an RFC 3339 time or an offset"
+                            ))
+                        })
+                }
+            },
+        }
+    }
+}
+
+/// One `[[produce]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Produce {
+    /// A topic the module may emit to.
+    pub topic: String,
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Linear memory cap.
+    #[serde(deserialize_with = "serde_units::size")]
+    pub memory: u64,
+    /// Per-event deadline.
+    #[serde(deserialize_with = "serde_units::duration")]
+    pub deadline: Duration,
+    /// Most events one input event may emit.
+    #[serde(rename = "max-emits")]
+    pub max_emits: u32,
+    /// Largest emitted payload.
+    #[serde(rename = "max-emit-bytes", deserialize_with = "serde_units::size")]
+    pub max_emit_bytes: u64,
+    /// Largest state value.
+    #[serde(rename = "max-state-value", deserialize_with = "serde_units::size")]
+    pub max_state_value: u64,
+    /// Most state writes per event.
+    #[serde(rename = "max-state-writes")]
+    pub max_state_writes: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory: 64 << 20,
+            deadline: Duration::from_millis(100),
+            max_emits: 100,
+            max_emit_bytes: 1 << 20,
+            max_state_value: 1 << 20,
+            max_state_writes: 1000,
+        }
+    }
+}
+
+/// `[retry]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retry {
+    /// Attempts before an event is dead-lettered (the first attempt counts).
+    #[serde(rename = "max-attempts")]
+    pub max_attempts: u32,
+    /// Exponential backoff between attempts.
+    pub backoff: Backoff,
+    /// Whether a trap (panic, deadline, memory) is retried like `retry`.
+    #[serde(rename = "retry-traps")]
+    pub retry_traps: bool,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            max_attempts: 5,
+            backoff: Backoff::default(),
+            retry_traps: true,
+        }
+    }
+}
+
+/// `[retry.backoff]`: exponential with full jitter between `initial` and `max`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Backoff {
+    /// First delay.
+    #[serde(deserialize_with = "serde_units::duration")]
+    pub initial: Duration,
+    /// Largest delay.
+    #[serde(deserialize_with = "serde_units::duration")]
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `[idempotency]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Idempotency {
+    /// How long an applied event's id is remembered.
+    #[serde(deserialize_with = "serde_units::duration")]
+    pub ttl: Duration,
+}
+
+impl Default for Idempotency {
+    fn default() -> Self {
+        Idempotency {
+            ttl: Duration::from_secs(7 * 86400),
+        }
+    }
+}
+
+/// Whether `name` is a valid module or topic name.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 200
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && !name.starts_with('.')
+}
+
+impl Manifest {
+    /// Read and validate `path`.
+    pub fn load(path: &Path) -> Result<Manifest, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("{}: cannot read manifest: {e}", path.display()))?;
+        Self::parse_str(&text, path)
+    }
+
+    /// Parse and validate manifest text; `path` is only used in messages.
+    pub fn parse_str(text: &str, path: &Path) -> Result<Manifest, String> {
+        let m: Manifest = toml::from_str(text).map_err(|e| super::toml_error(path, &e))?;
+        m.validate()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(m)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if !valid_name(&self.name) {
+            return Err(format!(
+                "name: `{}` is not a valid module name (letters, digits, `-`, `_`, `.`)",
+                self.name
+            ));
+        }
+        if self.version.trim().is_empty() {
+            return Err("version: must not be empty".into());
+        }
+        if self.subscribe.is_empty() {
+            return Err("subscribe: a module needs at least one [[subscribe]] topic".into());
+        }
+        for (i, s) in self.subscribe.iter().enumerate() {
+            if !valid_name(&s.topic) {
+                return Err(format!(
+                    "subscribe[{i}].topic: `{}` is not a valid topic name",
+                    s.topic
+                ));
+            }
+        }
+        for (i, p) in self.produce.iter().enumerate() {
+            if !valid_name(&p.topic) {
+                return Err(format!(
+                    "produce[{i}].topic: `{}` is not a valid topic name",
+                    p.topic
+                ));
+            }
+        }
+        if self.limits.memory < (1 << 20) {
+            return Err("limits.memory: must be at least 1MiB".into());
+        }
+        if self.limits.deadline.is_zero() {
+            return Err("limits.deadline: must be more than 0".into());
+        }
+        if self.retry.max_attempts == 0 {
+            return Err("retry.max-attempts: must be at least 1".into());
+        }
+        if self.retry.backoff.initial > self.retry.backoff.max {
+            return Err("retry.backoff: `initial` must not exceed `max`".into());
+        }
+        if let Some(t) = &self.dead_letter_topic
+            && !valid_name(t)
+        {
+            return Err(format!(
+                "dead-letter-topic: `{t}` is not a valid topic name"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The dead-letter topic.
+    pub fn dlq_topic(&self) -> String {
+        self.dead_letter_topic
+            .clone()
+            .unwrap_or_else(|| format!("{}.dlq", self.name))
+    }
+
+    /// The `[config]` table as the `config` import returns it: strings as they
+    /// are, other values as JSON text.
+    pub fn config_strings(&self) -> BTreeMap<String, String> {
+        self.config
+            .iter()
+            .map(|(k, v)| {
+                let s = match v {
+                    toml::Value::String(s) => s.clone(),
+                    other => serde_json::to_string(other).unwrap_or_default(),
+                };
+                (k.clone(), s)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Manifest, String> {
+        Manifest::parse_str(s, Path::new("m/module.toml"))
+    }
+
+    const BASE: &str =
+        "name = \"a\"\nversion = \"1\"\ncomponent = \"a.wasm\"\n[[subscribe]]\ntopic = \"t\"\n";
+
+    #[test]
+    fn full_manifest_parses() {
+        let m = parse(
+            r#"
+name = "order-totals"
+version = "1.2.0"
+component = "order_totals.wasm"
+[[subscribe]]
+topic = "orders"
+types = ["order.created", "order.cancelled"]
+start = "2026-01-01T00:00:00Z"
+[[produce]]
+topic = "order-totals"
+[limits]
+memory = "64MiB"
+deadline = "100ms"
+[retry]
+max-attempts = 5
+backoff = { initial = "100ms", max = "10s" }
+[idempotency]
+ttl = "7d"
+[config]
+currency = "EUR"
+min = 10
+"#,
+        )
+        .unwrap();
+        assert_eq!(m.subscribe[0].types.len(), 2);
+        assert!(matches!(
+            m.subscribe[0].start,
+            StartPosition::Time(1767225600000)
+        ));
+        assert_eq!(m.retry.max_attempts, 5);
+        let c = m.config_strings();
+        assert_eq!(c["currency"], "EUR");
+        assert_eq!(c["min"], "10");
+        assert_eq!(m.dlq_topic(), "order-totals.dlq");
+    }
+
+    #[test]
+    fn unknown_field_is_refused_and_named() {
+        let e = parse(&format!("{BASE}[limits]\nmemroy = \"1MiB\"\n")).unwrap_err();
+        assert!(e.contains("memroy"), "{e}");
+        assert!(e.contains("m/module.toml"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let e = parse(&format!("{BASE}[limits]\nmemory = \"lots\"\n")).unwrap_err();
+        assert!(e.contains("lots"), "{e}");
+        let e = parse(&format!("{BASE}[retry]\nmax-attempts = 0\n")).unwrap_err();
+        assert!(e.contains("retry.max-attempts"), "{e}");
+        let e = parse(&BASE.replace("\"t\"", "\"bad topic\"")).unwrap_err();
+        assert!(e.contains("subscribe[0].topic"), "{e}");
+        let e = parse("name = \"a\"\nversion = \"1\"\ncomponent = \"a.wasm\"\n").unwrap_err();
+        assert!(e.contains("subscribe"), "{e}");
+        let e = parse(&BASE.replace("component = \"a.wasm\"\n", "")).unwrap_err();
+        assert!(e.contains("component"), "{e}");
+    }
+}

@@ -1,0 +1,94 @@
+//! Per-module counters (lock-free; read by the admin API).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::runtime::TrapKind;
+
+/// A monotonically increasing counter.
+#[derive(Default, Debug)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Add `n`.
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    /// Current value.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// What one module has done since the host started.
+#[derive(Default, Debug)]
+pub struct Metrics {
+    pub events_in: Counter,
+    pub applied: Counter,
+    pub emitted: Counter,
+    pub dedup_hits: Counter,
+    pub filtered: Counter,
+    pub retries: Counter,
+    pub rejected: Counter,
+    pub dead_letters: Counter,
+    pub batches: Counter,
+    pub traps_deadline: Counter,
+    pub traps_memory: Counter,
+    pub traps_stack: Counter,
+    pub traps_panic: Counter,
+    pub traps_other: Counter,
+}
+
+/// A copy of [`Metrics`] for serialization.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, Default)]
+pub struct MetricsSnapshot {
+    pub events_in: u64,
+    pub applied: u64,
+    pub emitted: u64,
+    pub dedup_hits: u64,
+    pub filtered: u64,
+    pub retries: u64,
+    pub rejected: u64,
+    pub dead_letters: u64,
+    pub batches: u64,
+    pub traps: std::collections::BTreeMap<String, u64>,
+}
+
+impl Metrics {
+    /// Count a trap of `kind`.
+    pub fn trap(&self, kind: TrapKind) {
+        match kind {
+            TrapKind::Deadline => &self.traps_deadline,
+            TrapKind::Memory => &self.traps_memory,
+            TrapKind::Stack => &self.traps_stack,
+            TrapKind::Panic => &self.traps_panic,
+            TrapKind::Other => &self.traps_other,
+        }
+        .add(1)
+    }
+
+    /// A snapshot of every counter.
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        let traps = [
+            ("deadline", &self.traps_deadline),
+            ("memory", &self.traps_memory),
+            ("stack", &self.traps_stack),
+            ("panic", &self.traps_panic),
+            ("trap", &self.traps_other),
+        ]
+        .into_iter()
+        .map(|(k, c)| (k.to_string(), c.get()))
+        .collect();
+        MetricsSnapshot {
+            events_in: self.events_in.get(),
+            applied: self.applied.get(),
+            emitted: self.emitted.get(),
+            dedup_hits: self.dedup_hits.get(),
+            filtered: self.filtered.get(),
+            retries: self.retries.get(),
+            rejected: self.rejected.get(),
+            dead_letters: self.dead_letters.get(),
+            batches: self.batches.get(),
+            traps,
+        }
+    }
+}

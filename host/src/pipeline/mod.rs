@@ -1,0 +1,655 @@
+//! One running module: read its partitions in order, skip what it has already
+//! applied, call it, commit, retry, dead-letter.
+//!
+//! Per partition, a read of up to `batch-size` events becomes one
+//! `handle-batch` call and one RocksDB `WriteBatch` holding every successful
+//! event's state writes, idempotency mark and outputs plus the new cursor. When
+//! event `f` of a batch fails, the events before it are committed, `f` is
+//! retried alone (its batch attempt counts as attempt 1), and the rest are read
+//! again. A trap discards the instance and the whole batch's effects; the
+//! events are then run one at a time so the culprit is found.
+//!
+//! Each pipeline runs on its own OS thread, never on the async reactor.
+
+mod metrics;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::Rng;
+use sluice_wire::{BatchWriter, EventRef, OwnedEvent};
+
+use crate::config::{Manifest, StartPosition};
+use crate::dlq;
+use crate::runtime::{GuestFailure, Loaded, ModuleCtx, ModuleInstance, Runtime, Trapped};
+use crate::source::{EventLog, now_ms};
+use crate::state::txn::{InputMeta, TxnLimits};
+use crate::state::{Commit, Store, StoreError, Txn, dedup_key};
+use crate::util::Signal;
+
+pub use metrics::{Metrics, MetricsSnapshot};
+
+/// Everything a pipeline needs from its host.
+#[derive(Clone)]
+pub struct Shared {
+    pub store: Arc<Store>,
+    pub log: Arc<EventLog>,
+    pub runtime: Arc<Runtime>,
+    /// Rung after a commit that queued outputs, so the relay wakes up.
+    pub outbox_signal: Arc<Signal>,
+    pub batch_size: usize,
+}
+
+/// A handle to a running module.
+pub struct Pipeline {
+    pub manifest: Arc<Manifest>,
+    pub metrics: Arc<Metrics>,
+    /// `running`, `stopped`, or `failed: <reason>`.
+    pub status: Arc<Mutex<String>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Pipeline {
+    /// Start `manifest`'s module on its own thread.
+    pub fn start(shared: Shared, manifest: Manifest, loaded: Loaded) -> Result<Pipeline, String> {
+        let manifest = Arc::new(manifest);
+        let metrics = Arc::new(Metrics::default());
+        let status = Arc::new(Mutex::new("running".to_string()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut worker = Worker::new(
+            shared,
+            manifest.clone(),
+            loaded,
+            metrics.clone(),
+            stop.clone(),
+        )
+        .map_err(|e| format!("module {}: {e:#}", manifest.name))?;
+        let st = status.clone();
+        let name = manifest.name.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("module-{name}"))
+            .spawn(move || {
+                if let Err(e) = worker.run() {
+                    tracing::error!(module = %name, error = %e, "module stopped");
+                    *st.lock().unwrap() = format!("failed: {e}");
+                } else {
+                    *st.lock().unwrap() = "stopped".into();
+                }
+            })
+            .map_err(|e| format!("cannot start a thread for module {}: {e}", manifest.name))?;
+        Ok(Pipeline {
+            manifest,
+            metrics,
+            status,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Ask the module to stop after its current event and wait for it.
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+struct Worker {
+    shared: Shared,
+    manifest: Arc<Manifest>,
+    module: Arc<str>,
+    loaded: Loaded,
+    ctx: Arc<ModuleCtx>,
+    produce: Arc<[String]>,
+    instance: Option<ModuleInstance>,
+    metrics: Arc<Metrics>,
+    stop: Arc<AtomicBool>,
+    dlq_topic: String,
+    ttl_ms: u64,
+    subs: Vec<(String, Vec<String>, u32)>,
+    cursors: std::collections::HashMap<(String, u32), u64>,
+    /// After a trap in a batch, run this many more events one at a time.
+    single_mode: usize,
+}
+
+/// One event of a read, decoded enough to route it.
+struct Item<'a> {
+    offset: u64,
+    frame: &'a [u8],
+    ev: EventRef<'a>,
+}
+
+enum Single {
+    /// Applied and committed.
+    Done,
+    /// The pipeline is stopping; nothing was committed.
+    Stopped,
+}
+
+impl Worker {
+    fn new(
+        shared: Shared,
+        manifest: Arc<Manifest>,
+        loaded: Loaded,
+        metrics: Arc<Metrics>,
+        stop: Arc<AtomicBool>,
+    ) -> anyhow::Result<Worker> {
+        let module: Arc<str> = manifest.name.as_str().into();
+        let ctx = Arc::new(ModuleCtx {
+            name: module.clone(),
+            version: manifest.version.clone(),
+            config: manifest.config_strings(),
+            limits: manifest.limits.clone(),
+        });
+        let produce: Arc<[String]> = manifest.produce.iter().map(|p| p.topic.clone()).collect();
+        let mut subs = Vec::new();
+        for s in &manifest.subscribe {
+            let n = shared
+                .log
+                .partitions(&s.topic)
+                .ok_or_else(|| anyhow::anyhow!("subscribed topic `{}` does not exist", s.topic))?;
+            subs.push((s.topic.clone(), s.types.clone(), n));
+        }
+        let mut w = Worker {
+            dlq_topic: manifest.dlq_topic(),
+            ttl_ms: manifest.idempotency.ttl.as_millis() as u64,
+            shared,
+            module,
+            loaded,
+            ctx,
+            produce,
+            instance: None,
+            metrics,
+            stop,
+            subs,
+            cursors: Default::default(),
+            single_mode: 0,
+            manifest,
+        };
+        w.init_cursors()?;
+        w.instance = Some(w.instantiate()?);
+        Ok(w)
+    }
+
+    /// Load each partition's cursor, or place and persist it from `start`.
+    fn init_cursors(&mut self) -> anyhow::Result<()> {
+        let mut fresh = Commit::new(&self.shared.store);
+        let mut any = false;
+        for (sub, (topic, _, n)) in self.manifest.subscribe.iter().zip(&self.subs) {
+            for p in 0..*n {
+                let c = match self.shared.store.cursor(&self.module, topic, p)? {
+                    Some(c) => c,
+                    None => {
+                        let (first, next) = self.shared.log.bounds(topic, p).unwrap_or((0, 0));
+                        let c = match sub.start {
+                            StartPosition::Earliest => first,
+                            StartPosition::Latest => next,
+                            StartPosition::Offset(o) => o.clamp(first, next),
+                            StartPosition::Time(ms) => {
+                                self.shared.log.offset_for_time(topic, p, ms)?
+                            }
+                        };
+                        fresh.cursor(&self.module, topic, p, c);
+                        any = true;
+                        c
+                    }
+                };
+                self.cursors.insert((topic.clone(), p), c);
+            }
+        }
+        if any {
+            fresh.commit()?;
+        }
+        Ok(())
+    }
+
+    fn instantiate(&self) -> anyhow::Result<ModuleInstance> {
+        let limits = &self.manifest.limits;
+        let txn = Txn::new(
+            self.shared.store.clone(),
+            self.module.clone(),
+            self.produce.clone(),
+            TxnLimits {
+                max_emits: limits.max_emits,
+                max_emit_bytes: limits.max_emit_bytes,
+                max_state_value: limits.max_state_value,
+                max_state_writes: limits.max_state_writes,
+            },
+        );
+        self.shared
+            .runtime
+            .instantiate(&self.loaded, self.ctx.clone(), txn)
+    }
+
+    fn instance(&mut self) -> anyhow::Result<&mut ModuleInstance> {
+        if self.instance.is_none() {
+            self.instance = Some(self.instantiate()?);
+        }
+        Ok(self.instance.as_mut().expect("just set"))
+    }
+
+    fn run(&mut self) -> anyhow::Result<()> {
+        tracing::info!(module = %self.module, version = %self.manifest.version, "module started");
+        while !self.stop.load(Ordering::Relaxed) {
+            let seen = self.shared.log.generation();
+            let mut progressed = false;
+            for si in 0..self.subs.len() {
+                for p in 0..self.subs[si].2 {
+                    if self.stop.load(Ordering::Relaxed) {
+                        return Ok(());
+                    }
+                    progressed |= self.poll_partition(si, p)?;
+                }
+            }
+            if !progressed {
+                self.shared
+                    .log
+                    .wait_for_append(seen, Duration::from_millis(200));
+            }
+        }
+        Ok(())
+    }
+
+    /// Read and process one batch from a partition. Returns whether the cursor moved.
+    fn poll_partition(&mut self, si: usize, p: u32) -> anyhow::Result<bool> {
+        let topic = self.subs[si].0.clone();
+        let from = self.cursors[&(topic.clone(), p)];
+        let records = self
+            .shared
+            .log
+            .read(&topic, p, from, self.shared.batch_size)?;
+        let Some(last) = records.last() else {
+            return Ok(false);
+        };
+        let end = last.offset + 1;
+        let types = &self.subs[si].1;
+
+        let mut items: Vec<Item<'_>> = Vec::with_capacity(records.len());
+        let mut cut = end;
+        let mut seen_ids = HashSet::new();
+        for r in &records {
+            let ev = match EventRef::decode(&r.frame) {
+                Ok(ev) => ev,
+                Err(e) => {
+                    // Cannot happen for frames this host wrote; never drop it silently.
+                    cut = r.offset;
+                    if items.is_empty() {
+                        self.dead_letter_raw(&topic, p, r.offset, &r.frame, &e.to_string())?;
+                        self.set_cursor(&topic, p, r.offset + 1);
+                        return Ok(true);
+                    }
+                    break;
+                }
+            };
+            if !seen_ids.insert((ev.source, ev.id)) {
+                // A duplicate inside one read: stop here, the next read checks it
+                // against what this one commits.
+                cut = r.offset;
+                break;
+            }
+            items.push(Item {
+                offset: r.offset,
+                frame: &r.frame,
+                ev,
+            });
+        }
+        let matching: Vec<&Item<'_>> = items
+            .iter()
+            .filter(|it| types.is_empty() || types.iter().any(|t| t == it.ev.ty))
+            .collect();
+        self.metrics
+            .filtered
+            .add((items.len() - matching.len()) as u64);
+        let keys: Vec<Vec<u8>> = matching
+            .iter()
+            .map(|it| dedup_key(&self.module, p, it.ev.source, it.ev.id))
+            .collect();
+        let applied = self.shared.store.applied(&keys, now_ms())?;
+        let mut todo: Vec<(&Item<'_>, Vec<u8>)> = Vec::with_capacity(matching.len());
+        for ((it, key), done) in matching.into_iter().zip(keys).zip(applied) {
+            if done {
+                self.metrics.dedup_hits.add(1);
+            } else {
+                todo.push((it, key));
+            }
+        }
+        self.metrics.events_in.add(todo.len() as u64);
+
+        let mut i = 0;
+        while i < todo.len() {
+            if self.stop.load(Ordering::Relaxed) {
+                return Ok(true);
+            }
+            let rest = &todo[i..];
+            let batched = self.single_mode == 0 && rest.len() > 1 && self.instance()?.batched();
+            if !batched {
+                self.single_mode = self.single_mode.saturating_sub(1);
+                let next = rest.get(1).map(|(it, _)| it.offset).unwrap_or(cut);
+                match self.handle_single(&topic, p, rest[0].0, &rest[0].1, 0, None, next)? {
+                    Single::Done => i += 1,
+                    Single::Stopped => return Ok(true),
+                }
+                continue;
+            }
+            match self.call_batch(p, rest)? {
+                Ok(results) => {
+                    let fail = results.iter().position(|r| r.is_err());
+                    let ok = fail.unwrap_or(rest.len());
+                    let next = match fail {
+                        Some(f) => rest[f].0.offset,
+                        None => cut,
+                    };
+                    self.commit_txn(&topic, p, &rest[..ok], next)?;
+                    i += ok;
+                    if let Some(f) = fail {
+                        let failure = results.into_iter().nth(f).and_then(Result::err);
+                        let after = rest.get(f + 1).map(|(it, _)| it.offset).unwrap_or(cut);
+                        match self
+                            .handle_single(&topic, p, rest[f].0, &rest[f].1, 1, failure, after)?
+                        {
+                            Single::Done => i += 1,
+                            Single::Stopped => return Ok(true),
+                        }
+                    }
+                }
+                Err(trap) => {
+                    tracing::warn!(module = %self.module, kind = trap.kind.as_str(), error = %trap.message, "trap in a batch; retrying its events one at a time");
+                    self.metrics.trap(trap.kind);
+                    self.instance = None;
+                    self.single_mode = rest.len();
+                }
+            }
+        }
+        if todo.is_empty() || self.cursors[&(topic.clone(), p)] < cut {
+            // Everything left was filtered out or already applied.
+            let mut c = Commit::new(&self.shared.store);
+            c.cursor(&self.module, &topic, p, cut);
+            c.commit()?;
+            self.set_cursor(&topic, p, cut);
+        }
+        Ok(true)
+    }
+
+    fn set_cursor(&mut self, topic: &str, p: u32, next: u64) {
+        self.cursors.insert((topic.to_string(), p), next);
+    }
+
+    fn meta(ev: &EventRef<'_>) -> InputMeta {
+        let trace = ev
+            .headers
+            .iter()
+            .filter(|(n, _)| {
+                n.eq_ignore_ascii_case("traceparent") || n.eq_ignore_ascii_case("tracestate")
+            })
+            .map(|(n, v)| (n.to_ascii_lowercase(), v.to_vec()))
+            .collect();
+        InputMeta {
+            source: ev.source.into(),
+            id: ev.id.into(),
+            key: ev.key.map(<[u8]>::to_vec),
+            trace,
+        }
+    }
+
+    fn call_batch(
+        &mut self,
+        p: u32,
+        rest: &[(&Item<'_>, Vec<u8>)],
+    ) -> anyhow::Result<Result<Vec<Result<(), GuestFailure>>, Trapped>> {
+        let mut batch = BatchWriter::new();
+        let mut metas = Vec::with_capacity(rest.len());
+        for (it, _) in rest {
+            batch.push_frame(it.frame);
+            metas.push(Self::meta(&it.ev));
+        }
+        let bytes = batch.finish();
+        let inst = self.instance()?;
+        inst.txn().begin(p, metas);
+        let r = inst.call_batch(&bytes, rest.len());
+        inst.txn().take_store_error()?;
+        self.metrics.batches.add(1);
+        Ok(r)
+    }
+
+    /// Commit the overlay's effects for `done` (already truncated to them) and move the cursor to `next`.
+    fn commit_txn(
+        &mut self,
+        topic: &str,
+        p: u32,
+        done: &[(&Item<'_>, Vec<u8>)],
+        next: u64,
+    ) -> Result<(), StoreError> {
+        let expiry = now_ms() + self.ttl_ms;
+        let store = self.shared.store.clone();
+        let module = self.module.clone();
+        let inst = self
+            .instance
+            .as_mut()
+            .expect("instance exists after a call");
+        let txn = inst.txn();
+        txn.truncate(done.len());
+        let mut c = Commit::new(&store);
+        for (k, v) in txn.writes() {
+            c.state(&module, p, k, v);
+        }
+        let mut frame = Vec::with_capacity(256);
+        let emitted = txn.emitted().len();
+        for e in txn.emitted() {
+            frame.clear();
+            e.out.as_ref().encode_into(&mut frame);
+            c.outbox(&module, &frame);
+        }
+        for (_, key) in done {
+            c.mark_applied(key, expiry);
+        }
+        c.cursor(&module, topic, p, next);
+        c.commit()?;
+        self.set_cursor(topic, p, next);
+        self.metrics.applied.add(done.len() as u64);
+        self.metrics.emitted.add(emitted as u64);
+        if emitted > 0 {
+            self.shared.outbox_signal.ring();
+        }
+        Ok(())
+    }
+
+    /// Run one event alone until it succeeds or is dead-lettered. `attempts` and
+    /// `failure` carry a failed batch attempt. On success the cursor moves to `next`.
+    #[allow(clippy::too_many_arguments)]
+    fn handle_single(
+        &mut self,
+        topic: &str,
+        p: u32,
+        item: &Item<'_>,
+        key: &[u8],
+        mut attempts: u32,
+        mut failure: Option<GuestFailure>,
+        next: u64,
+    ) -> anyhow::Result<Single> {
+        let policy = self.manifest.retry.clone();
+        let first_failure = if attempts > 0 { Some(now_ms()) } else { None };
+        let mut first_failure_ms = first_failure;
+        loop {
+            // Decide what the last failure means.
+            if let Some(f) = failure.take() {
+                match f {
+                    GuestFailure::Reject(m) => {
+                        self.metrics.rejected.add(1);
+                        self.dead_letter(
+                            topic,
+                            p,
+                            item,
+                            "reject",
+                            &m,
+                            attempts,
+                            first_failure_ms,
+                            next,
+                        )?;
+                        return Ok(Single::Done);
+                    }
+                    GuestFailure::Retry(m) => {
+                        if attempts >= policy.max_attempts {
+                            self.dead_letter(
+                                topic,
+                                p,
+                                item,
+                                "retry",
+                                &m,
+                                attempts,
+                                first_failure_ms,
+                                next,
+                            )?;
+                            return Ok(Single::Done);
+                        }
+                        self.metrics.retries.add(1);
+                        if !self.backoff(attempts) {
+                            return Ok(Single::Stopped);
+                        }
+                    }
+                }
+            }
+            let inst = self.instance()?;
+            inst.txn().begin(p, vec![Self::meta(&item.ev)]);
+            let r = inst.call_one(&item.ev);
+            inst.txn().take_store_error()?;
+            attempts += 1;
+            match r {
+                Ok(Ok(())) => {
+                    self.commit_txn(topic, p, &[(item, key.to_vec())], next)?;
+                    return Ok(Single::Done);
+                }
+                Ok(Err(f)) => {
+                    first_failure_ms.get_or_insert_with(now_ms);
+                    tracing::debug!(module = %self.module, id = item.ev.id, attempts, failure = ?f, "event failed");
+                    failure = Some(f);
+                }
+                Err(trap) => {
+                    first_failure_ms.get_or_insert_with(now_ms);
+                    self.metrics.trap(trap.kind);
+                    self.instance = None;
+                    tracing::warn!(module = %self.module, id = item.ev.id, attempts, kind = trap.kind.as_str(), error = %trap.message, "event trapped");
+                    if !policy.retry_traps || attempts >= policy.max_attempts {
+                        self.dead_letter(
+                            topic,
+                            p,
+                            item,
+                            trap.kind.as_str(),
+                            &trap.message,
+                            attempts,
+                            first_failure_ms,
+                            next,
+                        )?;
+                        return Ok(Single::Done);
+                    }
+                    self.metrics.retries.add(1);
+                    if !self.backoff(attempts) {
+                        return Ok(Single::Stopped);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sleep before attempt `attempts + 1` (exponential, full jitter). False if stopping.
+    fn backoff(&self, attempts: u32) -> bool {
+        let b = &self.manifest.retry.backoff;
+        let exp = b
+            .initial
+            .saturating_mul(1u32 << attempts.saturating_sub(1).min(20));
+        let cap = exp.min(b.max);
+        let wait = cap.mul_f64(rand::rng().random_range(0.5..=1.0));
+        let deadline = std::time::Instant::now() + wait;
+        while std::time::Instant::now() < deadline {
+            if self.stop.load(Ordering::Relaxed) {
+                return false;
+            }
+            std::thread::sleep(
+                (deadline - std::time::Instant::now()).min(Duration::from_millis(50)),
+            );
+        }
+        true
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn dead_letter(
+        &mut self,
+        topic: &str,
+        p: u32,
+        item: &Item<'_>,
+        class: &str,
+        message: &str,
+        attempts: u32,
+        first_failure_ms: Option<u64>,
+        next: u64,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let dl = dlq::DeadLetter {
+            module: &self.module,
+            version: &self.manifest.version,
+            class,
+            message,
+            attempts,
+            first_failure_ms: first_failure_ms.unwrap_or(now),
+            last_failure_ms: now,
+        }
+        .record(&item.ev, &self.dlq_topic);
+        tracing::warn!(module = %self.module, id = item.ev.id, topic, partition = p, offset = item.offset, class, attempts, reason = message, "dead-lettered");
+        let mut c = Commit::new(&self.shared.store);
+        c.outbox(&self.module, &dl.as_ref().encode());
+        c.cursor(&self.module, topic, p, next);
+        c.commit()?;
+        self.set_cursor(topic, p, next);
+        self.metrics.dead_letters.add(1);
+        self.shared.outbox_signal.ring();
+        Ok(())
+    }
+
+    fn dead_letter_raw(
+        &mut self,
+        topic: &str,
+        p: u32,
+        offset: u64,
+        frame: &[u8],
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut ev = OwnedEvent {
+            id: format!("{topic}/{p}/{offset}"),
+            source: "/sluice/undecodable".into(),
+            ty: "sluice.undecodable".into(),
+            data: frame.to_vec(),
+            topic: topic.into(),
+            partition: p,
+            offset,
+            ..Default::default()
+        };
+        let view = ev.as_ref().to_owned_event();
+        ev = dlq::DeadLetter {
+            module: &self.module,
+            version: &self.manifest.version,
+            class: "undecodable",
+            message: reason,
+            attempts: 0,
+            first_failure_ms: now,
+            last_failure_ms: now,
+        }
+        .record(&view.as_ref(), &self.dlq_topic);
+        let mut c = Commit::new(&self.shared.store);
+        c.outbox(&self.module, &ev.as_ref().encode());
+        c.cursor(&self.module, topic, p, offset + 1);
+        c.commit()?;
+        self.metrics.dead_letters.add(1);
+        self.shared.outbox_signal.ring();
+        Ok(())
+    }
+}

@@ -1,0 +1,407 @@
+//! The sandbox: wasmtime's component model, and the only place that names
+//! wasmtime types.
+//!
+//! [`Runtime`] owns the engine (epoch interruption on, a ticker thread driving
+//! it) and a linker holding the `sluice:processor` imports plus WASI p2 with a
+//! deny-all context. [`Runtime::load`] compiles and validates a component;
+//! [`Runtime::instantiate`] makes a [`ModuleInstance`], which the pipeline
+//! keeps across events and replaces after a trap.
+//!
+//! Calls never run on the async reactor: the pipeline calls from its own
+//! thread.
+
+mod host;
+mod stdio;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+use wasmtime::component::{Component, Func, HasSelf, InstancePre, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store, StoreContextMut, Trap};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::state::Txn;
+use sluice_wire::EventRef;
+
+pub use host::ModuleCtx;
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "sluice:processor/processor",
+    });
+}
+
+use bindings::sluice::processor::types::Failure as WitFailure;
+
+/// Granularity of per-event deadlines.
+pub const EPOCH_TICK: Duration = Duration::from_millis(2);
+
+/// Why a component could not be loaded.
+#[derive(Debug, Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read component {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    /// Not a valid component (a core module, or corrupt).
+    #[error("{path} is not a valid WebAssembly component: {reason}")]
+    Invalid { path: String, reason: String },
+    /// A required export is missing.
+    #[error("{path} does not implement the sluice:processor world: missing export `{export}`")]
+    MissingExport { path: String, export: String },
+    /// It imports something the host does not provide.
+    #[error("{path} imports something the host does not provide: {reason}")]
+    Import { path: String, reason: String },
+}
+
+/// What kind of trap ended a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TrapKind {
+    /// The per-event deadline passed (epoch interruption).
+    Deadline,
+    /// Linear memory would have grown past the module's limit.
+    Memory,
+    /// Wasm stack exhausted.
+    Stack,
+    /// The guest panicked / hit `unreachable`.
+    Panic,
+    /// Any other trap.
+    Other,
+}
+
+impl TrapKind {
+    /// Stable name used in metrics and dead-letter headers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrapKind::Deadline => "deadline",
+            TrapKind::Memory => "memory",
+            TrapKind::Stack => "stack",
+            TrapKind::Panic => "panic",
+            TrapKind::Other => "trap",
+        }
+    }
+}
+
+/// A call that trapped: the instance must not be used again.
+#[derive(Debug, Clone)]
+pub struct Trapped {
+    pub kind: TrapKind,
+    pub message: String,
+}
+
+/// A failure the guest returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GuestFailure {
+    Retry(String),
+    Reject(String),
+}
+
+/// The engine and linker shared by every module of a host.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// A compiled, validated component, ready to instantiate.
+#[derive(Clone)]
+pub struct Loaded {
+    pre: InstancePre<HostState>,
+    /// Whether it exports the batched entry point.
+    pub batched: bool,
+}
+
+/// Per-store data: WASI context, the transaction overlay, limits.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: MemoryLimiter,
+    /// The overlay the current call writes to.
+    pub txn: Txn,
+    ctx: Arc<ModuleCtx>,
+    log_bucket: host::LogBucket,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+struct MemoryLimiter {
+    max: usize,
+    hit: bool,
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max {
+            self.hit = true;
+            wasmtime::bail!(
+                "memory limit: {desired} bytes requested, limit is {} (limits.memory)",
+                self.max
+            );
+        }
+        Ok(true)
+    }
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
+
+impl Runtime {
+    /// A new engine with epoch interruption, and a linker with every import a
+    /// module may use.
+    pub fn new() -> anyhow::Result<Runtime> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        config.max_wasm_stack(512 << 10);
+        let engine = Engine::new(&config)?;
+        let mut linker: Linker<HostState> = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        bindings::Processor::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+        linker.instance("sluice:processor/batch@0.1.0")?.func_wrap(
+            "start-event",
+            |mut cx: StoreContextMut<'_, HostState>, (i,): (u32,)| {
+                cx.data_mut().txn.start_event(i as usize);
+                Ok(())
+            },
+        )?;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (e, s) = (engine.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("sluice-epoch".into())
+            .spawn(move || {
+                while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    e.increment_epoch();
+                }
+            })?;
+        Ok(Runtime {
+            engine,
+            linker,
+            stop,
+        })
+    }
+
+    /// Compile and validate the component at `path`.
+    pub fn load(&self, path: &Path) -> Result<Loaded, LoadError> {
+        let p = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+            path: p.clone(),
+            source,
+        })?;
+        self.load_bytes(&bytes, &p)
+    }
+
+    /// Compile and validate a component from memory; `name` is used in errors.
+    pub fn load_bytes(&self, bytes: &[u8], name: &str) -> Result<Loaded, LoadError> {
+        let component = Component::new(&self.engine, bytes).map_err(|e| LoadError::Invalid {
+            path: name.into(),
+            reason: format!("{e:#}"),
+        })?;
+        let ty = component.component_type();
+        let exports: Vec<String> = ty
+            .exports(&self.engine)
+            .map(|(n, _)| n.to_string())
+            .collect();
+        if !exports.iter().any(|e| e == "handle") {
+            return Err(LoadError::MissingExport {
+                path: name.into(),
+                export: "handle".into(),
+            });
+        }
+        let batched = exports.iter().any(|e| e == "handle-batch");
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Import {
+                path: name.into(),
+                reason: format!("{e:#}"),
+            })?;
+        Ok(Loaded { pre, batched })
+    }
+
+    /// A fresh instance of `loaded` with an empty overlay.
+    pub fn instantiate(
+        &self,
+        loaded: &Loaded,
+        ctx: Arc<ModuleCtx>,
+        txn: Txn,
+    ) -> anyhow::Result<ModuleInstance> {
+        let mut wasi = WasiCtx::builder();
+        wasi.stdout(stdio::LogStream::new(ctx.name.clone(), "stdout"));
+        wasi.stderr(stdio::LogStream::new(ctx.name.clone(), "stderr"));
+        let state = HostState {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter {
+                max: ctx.limits.memory as usize,
+                hit: false,
+            },
+            txn,
+            log_bucket: host::LogBucket::new(),
+            ctx,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(u64::MAX / 2);
+        let instance = loaded.pre.instantiate(&mut store)?;
+        let processor = bindings::Processor::new(&mut store, &instance)?;
+        let batch = if loaded.batched {
+            instance.get_func(&mut store, "handle-batch")
+        } else {
+            None
+        };
+        Ok(ModuleInstance {
+            store,
+            processor,
+            batch,
+        })
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A live module instance and its store.
+pub struct ModuleInstance {
+    store: Store<HostState>,
+    processor: bindings::Processor,
+    batch: Option<Func>,
+}
+
+fn failure(f: WitFailure) -> GuestFailure {
+    match f {
+        WitFailure::Retry(m) => GuestFailure::Retry(m),
+        WitFailure::Reject(m) => GuestFailure::Reject(m),
+    }
+}
+
+impl ModuleInstance {
+    /// The overlay (inspect after a call, reset before one).
+    pub fn txn(&mut self) -> &mut Txn {
+        &mut self.store.data_mut().txn
+    }
+
+    /// Whether this instance takes batches.
+    pub fn batched(&self) -> bool {
+        self.batch.is_some()
+    }
+
+    fn arm(&mut self, events: usize) {
+        let per_event = self.store.data().ctx.limits.deadline;
+        // A batch shares one deadline of `per_event`: a healthy batch is far
+        // below it; one that is not is retried one event at a time.
+        let _ = events;
+        let ticks = per_event.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64 + 1;
+        self.store.set_epoch_deadline(ticks);
+        self.store.data_mut().limiter.hit = false;
+    }
+
+    fn classify(&self, e: &wasmtime::Error) -> Trapped {
+        let kind = if self.store.data().limiter.hit {
+            TrapKind::Memory
+        } else {
+            match e.downcast_ref::<Trap>() {
+                Some(Trap::Interrupt) => TrapKind::Deadline,
+                Some(Trap::StackOverflow) => TrapKind::Stack,
+                Some(Trap::UnreachableCodeReached) => TrapKind::Panic,
+                _ => TrapKind::Other,
+            }
+        };
+        Trapped {
+            kind,
+            message: format!("{e:#}"),
+        }
+    }
+
+    /// Call `handle-batch` with an encoded batch of `n` events.
+    pub fn call_batch(
+        &mut self,
+        batch: &[u8],
+        n: usize,
+    ) -> Result<Vec<Result<(), GuestFailure>>, Trapped> {
+        let Some(func) = self.batch else {
+            return Err(Trapped {
+                kind: TrapKind::Other,
+                message: "module has no handle-batch export".into(),
+            });
+        };
+        self.arm(n);
+        let typed = func
+            .typed::<(&[u8],), (Vec<Result<(), WitFailure>>,)>(&self.store)
+            .map_err(|e| Trapped {
+                kind: TrapKind::Other,
+                message: format!("handle-batch has the wrong type: {e:#}"),
+            })?;
+        match typed.call(&mut self.store, (batch,)) {
+            Ok((results,)) => {
+                if results.len() != n {
+                    return Err(Trapped {
+                        kind: TrapKind::Other,
+                        message: format!(
+                            "handle-batch returned {} results for {n} events",
+                            results.len()
+                        ),
+                    });
+                }
+                Ok(results.into_iter().map(|r| r.map_err(failure)).collect())
+            }
+            Err(e) => Err(self.classify(&e)),
+        }
+    }
+
+    /// Call `handle` with one event.
+    pub fn call_one(&mut self, ev: &EventRef<'_>) -> Result<Result<(), GuestFailure>, Trapped> {
+        self.arm(1);
+        self.store.data_mut().txn.start_event(0);
+        let wit = bindings::sluice::processor::types::Event {
+            id: ev.id.into(),
+            source: ev.source.into(),
+            type_: ev.ty.into(),
+            subject: ev.subject.map(Into::into),
+            time: ev.time.map(Into::into),
+            datacontenttype: ev.datacontenttype.map(Into::into),
+            dataschema: ev.dataschema.map(Into::into),
+            data: ev.data.to_vec(),
+            key: ev.key.map(<[u8]>::to_vec),
+            headers: ev
+                .headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_vec()))
+                .collect(),
+            topic: ev.topic.into(),
+            partition: ev.partition,
+            offset: ev.offset,
+        };
+        match self.processor.call_handle(&mut self.store, &wit) {
+            Ok(r) => Ok(r.map_err(failure)),
+            Err(e) => Err(self.classify(&e)),
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! The running host: config in, store, log, runtime, modules, relay and
+//! housekeeping up; everything shut down in order.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{HostConfig, Manifest};
+use crate::pipeline::{MetricsSnapshot, Pipeline, Shared};
+use crate::runtime::Runtime;
+use crate::sink::Relay;
+use crate::source::EventLog;
+use crate::state::{StateSize, Store};
+use crate::util::Signal;
+
+/// A module as `sluice modules` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModuleInfo {
+    pub name: String,
+    pub version: Option<String>,
+    /// `running`, `stopped`, `failed: ...`.
+    pub status: String,
+    pub dir: String,
+    /// Per subscribed topic partition.
+    pub partitions: Vec<PartitionInfo>,
+    pub state: Option<StateSizeInfo>,
+    pub metrics: Option<MetricsSnapshot>,
+}
+
+/// State size, serializable.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StateSizeInfo {
+    pub keys: u64,
+    pub bytes: u64,
+}
+
+impl From<StateSize> for StateSizeInfo {
+    fn from(s: StateSize) -> Self {
+        StateSizeInfo {
+            keys: s.keys,
+            bytes: s.bytes,
+        }
+    }
+}
+
+/// Cursor and lag of one partition.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PartitionInfo {
+    pub topic: String,
+    pub partition: u32,
+    pub cursor: u64,
+    pub end: u64,
+    pub lag: u64,
+}
+
+struct Failed {
+    dir: PathBuf,
+    error: String,
+}
+
+/// The running host.
+pub struct Service {
+    pub config: HostConfig,
+    pub store: Arc<Store>,
+    pub log: Arc<EventLog>,
+    pub runtime: Arc<Runtime>,
+    shared: Shared,
+    modules: Mutex<BTreeMap<String, (PathBuf, Pipeline)>>,
+    failed: Mutex<BTreeMap<String, Failed>>,
+    relay: Mutex<Option<Relay>>,
+    housekeeping_stop: Arc<AtomicBool>,
+}
+
+impl Service {
+    /// Open the data directory, create configured topics, load every module in
+    /// the modules directory, and start them. A module that fails to load is
+    /// reported (log, `sluice modules`) and the others start anyway.
+    pub fn start(config: HostConfig) -> anyhow::Result<Arc<Service>> {
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!("cannot create data directory {}", config.data_dir.display())
+        })?;
+        let store = Arc::new(
+            Store::open(&config.data_dir.join("db"), config.state.sync_writes).with_context(
+                || {
+                    format!(
+                        "cannot open the database in {} (is another sluice using it?)",
+                        config.data_dir.display()
+                    )
+                },
+            )?,
+        );
+        let log = Arc::new(EventLog::open(
+            store.clone(),
+            config.log.partitions,
+            config.log.retention_events,
+            config.log.auto_create_topics,
+        )?);
+        for t in &config.topics {
+            log.ensure_topic(&t.name, t.partitions)
+                .with_context(|| format!("topic `{}` from the host config", t.name))?;
+        }
+        let runtime = Arc::new(Runtime::new().context("cannot start the WebAssembly engine")?);
+        let signal = Arc::new(Signal::default());
+        let shared = Shared {
+            store: store.clone(),
+            log: log.clone(),
+            runtime: runtime.clone(),
+            outbox_signal: signal.clone(),
+            batch_size: config.pipeline.batch_size,
+        };
+        let relay = Relay::start(store.clone(), log.clone(), signal)
+            .context("cannot start the outbox relay")?;
+        let svc = Arc::new(Service {
+            config,
+            store,
+            log,
+            runtime,
+            shared,
+            modules: Mutex::new(BTreeMap::new()),
+            failed: Mutex::new(BTreeMap::new()),
+            relay: Mutex::new(Some(relay)),
+            housekeeping_stop: Arc::new(AtomicBool::new(false)),
+        });
+        svc.start_housekeeping()?;
+        if let Some(dir) = svc.config.modules_dir.clone() {
+            svc.load_dir(&dir)?;
+        }
+        Ok(svc)
+    }
+
+    fn start_housekeeping(&self) -> std::io::Result<()> {
+        let (store, log, stop) = (
+            self.store.clone(),
+            self.log.clone(),
+            self.housekeeping_stop.clone(),
+        );
+        std::thread::Builder::new()
+            .name("sluice-housekeeping".into())
+            .spawn(move || {
+                let mut tick = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(200));
+                    tick += 1;
+                    if !tick.is_multiple_of(25) {
+                        continue;
+                    }
+                    if let Err(e) = log.enforce_retention() {
+                        tracing::error!(error = %e, "retention failed");
+                    }
+                    match store.sweep_expired(crate::source::now_ms()) {
+                        Ok(0) => {}
+                        Ok(n) => tracing::debug!(removed = n, "expired idempotency marks removed"),
+                        Err(e) => tracing::error!(error = %e, "idempotency sweep failed"),
+                    }
+                }
+            })?;
+        Ok(())
+    }
+
+    /// Load every `*/module.toml` under `dir`.
+    pub fn load_dir(&self, dir: &Path) -> anyhow::Result<()> {
+        let entries = std::fs::read_dir(dir)
+            .with_context(|| format!("cannot read modules directory {}", dir.display()))?;
+        let mut dirs: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.join("module.toml").is_file())
+            .collect();
+        dirs.sort();
+        for d in dirs {
+            if let Err(e) = self.deploy_dir(&d) {
+                let name = d
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                tracing::error!(module = %name, dir = %d.display(), error = %e, "module not loaded");
+                self.failed.lock().unwrap().insert(
+                    name,
+                    Failed {
+                        dir: d.clone(),
+                        error: e,
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Validate and start the module in `dir` (with `module.toml`).
+    pub fn deploy_dir(&self, dir: &Path) -> Result<(), String> {
+        let manifest = Manifest::load(&dir.join("module.toml"))?;
+        if self.modules.lock().unwrap().contains_key(&manifest.name) {
+            return Err(format!("module `{}` is already loaded", manifest.name));
+        }
+        let component = dir.join(&manifest.component);
+        let loaded = self
+            .runtime
+            .load(&component)
+            .map_err(|e| format!("module `{}`: {e}", manifest.name))?;
+        // Co-partitioned subscriptions: every subscribed topic must have the same partition count.
+        let mut counts = Vec::new();
+        for s in &manifest.subscribe {
+            let n = self
+                .log
+                .ensure_topic(&s.topic, None)
+                .map_err(|e| format!("module `{}`: {e}", manifest.name))?;
+            counts.push((s.topic.clone(), n));
+        }
+        if let Some((t0, n0)) = counts.first()
+            && let Some((t, n)) = counts.iter().find(|(_, n)| n != n0)
+        {
+            return Err(format!(
+                "module `{}`: subscribed topics must be co-partitioned, but `{t0}` has {n0} partitions and `{t}` has {n}",
+                manifest.name
+            ));
+        }
+        for p in &manifest.produce {
+            self.log
+                .ensure_topic(&p.topic, None)
+                .map_err(|e| format!("module `{}`: {e}", manifest.name))?;
+        }
+        self.log
+            .ensure_topic(&manifest.dlq_topic(), None)
+            .map_err(|e| e.to_string())?;
+        let name = manifest.name.clone();
+        let pipeline = Pipeline::start(self.shared.clone(), manifest, loaded)?;
+        self.failed.lock().unwrap().remove(&name);
+        self.modules
+            .lock()
+            .unwrap()
+            .insert(name, (dir.to_path_buf(), pipeline));
+        Ok(())
+    }
+
+    /// What is loaded (and what failed to load), with cursors and state size.
+    pub fn modules(&self) -> Vec<ModuleInfo> {
+        let mut out = Vec::new();
+        for (name, (dir, p)) in self.modules.lock().unwrap().iter() {
+            let mut partitions = Vec::new();
+            for s in &p.manifest.subscribe {
+                for part in 0..self.log.partitions(&s.topic).unwrap_or(0) {
+                    let cursor = self
+                        .store
+                        .cursor(name, &s.topic, part)
+                        .ok()
+                        .flatten()
+                        .unwrap_or(0);
+                    let end = self.log.bounds(&s.topic, part).map(|b| b.1).unwrap_or(0);
+                    partitions.push(PartitionInfo {
+                        topic: s.topic.clone(),
+                        partition: part,
+                        cursor,
+                        end,
+                        lag: end.saturating_sub(cursor),
+                    });
+                }
+            }
+            out.push(ModuleInfo {
+                name: name.clone(),
+                version: Some(p.manifest.version.clone()),
+                status: p.status.lock().unwrap().clone(),
+                dir: dir.display().to_string(),
+                partitions,
+                state: self.store.state_size(name).ok().map(Into::into),
+                metrics: Some(p.metrics.snapshot()),
+            });
+        }
+        for (name, f) in self.failed.lock().unwrap().iter() {
+            out.push(ModuleInfo {
+                name: name.clone(),
+                version: None,
+                status: format!("failed: {}", f.error),
+                dir: f.dir.display().to_string(),
+                partitions: vec![],
+                state: None,
+                metrics: None,
+            });
+        }
+        out
+    }
+
+    /// Stop intake of every module, let in-flight events commit, drain the outbox.
+    pub fn shutdown(&self) {
+        let mut modules = std::mem::take(&mut *self.modules.lock().unwrap());
+        for (_, (_, p)) in modules.iter_mut() {
+            p.stop();
+        }
+        if let Some(mut r) = self.relay.lock().unwrap().take() {
+            r.stop();
+        }
+        self.housekeeping_stop.store(true, Ordering::SeqCst);
+        tracing::info!("stopped");
+    }
+}

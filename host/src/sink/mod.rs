@@ -1,0 +1,7 @@
+//! Where committed outputs go. The [`Relay`] moves outbox entries to their
+//! topics: on the embedded log the append and the outbox delete are one
+//! `WriteBatch`, so each output is published exactly once.
+
+mod relay;
+
+pub use relay::Relay;

@@ -1,0 +1,104 @@
+//! The outbox relay thread.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use sluice_wire::EventRef;
+
+use crate::source::EventLog;
+use crate::state::{CF_OUTBOX, Store};
+use crate::util::Signal;
+
+/// Publishes committed outputs from the outbox.
+pub struct Relay {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Relay {
+    /// Start the relay thread.
+    pub fn start(
+        store: Arc<Store>,
+        log: Arc<EventLog>,
+        signal: Arc<Signal>,
+    ) -> std::io::Result<Relay> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("sluice-relay".into())
+            .spawn(move || {
+                let mut backoff = Duration::from_millis(10);
+                loop {
+                    let seen = signal.seen();
+                    match relay_once(&store, &log, 2048) {
+                        Ok(0) => {
+                            if s.load(Ordering::Relaxed) {
+                                return;
+                            }
+                            signal.wait(seen, Duration::from_millis(100));
+                        }
+                        Ok(_) => backoff = Duration::from_millis(10),
+                        Err(e) => {
+                            tracing::error!(error = %e, "outbox relay failed; retrying");
+                            if s.load(Ordering::Relaxed) {
+                                return;
+                            }
+                            std::thread::sleep(backoff);
+                            backoff = (backoff * 2).min(Duration::from_secs(5));
+                        }
+                    }
+                }
+            })?;
+        Ok(Relay {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Drain what is committed, then stop.
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Publish up to `max` outbox entries. Returns how many.
+pub fn relay_once(store: &Store, log: &EventLog, max: usize) -> Result<usize, String> {
+    let page = store.outbox_page(max).map_err(|e| e.to_string())?;
+    if page.is_empty() {
+        return Ok(0);
+    }
+    let mut by_topic: BTreeMap<String, Vec<sluice_wire::OwnedEvent>> = BTreeMap::new();
+    let mut seqs = Vec::with_capacity(page.len());
+    for (seq, module, frame) in &page {
+        seqs.push(*seq);
+        match EventRef::decode(frame) {
+            Ok(ev) => by_topic
+                .entry(ev.topic.to_string())
+                .or_default()
+                .push(ev.to_owned_event()),
+            Err(e) => {
+                tracing::error!(module, seq, error = %e, "dropping an undecodable outbox entry")
+            }
+        }
+    }
+    let n = page.len();
+    let cf = store.cf(CF_OUTBOX);
+    log.append_many(by_topic.into_iter().collect(), |wb| {
+        for s in seqs {
+            wb.delete_cf(cf, s.to_be_bytes());
+        }
+    })
+    .map_err(|e| e.to_string())?;
+    Ok(n)
+}

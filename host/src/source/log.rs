@@ -1,0 +1,545 @@
+//! The embedded log: topics, partitions and offsets in the `log` column family.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::Duration;
+
+use rocksdb::{Direction, IteratorMode, WriteBatch};
+use sluice_wire::{EventRef, OwnedEvent};
+use thiserror::Error;
+
+use crate::state::{CF_LOG, CF_META, Store, StoreError, be_u64};
+
+/// Why a topic operation was refused.
+#[derive(Debug, Error)]
+pub enum TopicError {
+    /// The topic does not exist and auto-creation is off.
+    #[error(
+        "unknown topic `{0}` (declare it under [[topics]] in the host config, use it in a module manifest, or set [log] auto-create-topics = true)"
+    )]
+    Unknown(String),
+    /// Bad topic name.
+    #[error("`{0}` is not a valid topic name (letters, digits, `-`, `_`, `.`)")]
+    BadName(String),
+    /// The topic exists with another partition count.
+    #[error("topic `{topic}` has {have} partitions, {want} requested")]
+    Partitions { topic: String, have: u32, want: u32 },
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<rocksdb::Error> for TopicError {
+    fn from(e: rocksdb::Error) -> Self {
+        TopicError::Store(StoreError::Rocks(e))
+    }
+}
+
+/// One stored event.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub offset: u64,
+    pub frame: Vec<u8>,
+}
+
+struct PartitionState {
+    /// Oldest retained offset.
+    first: u64,
+    /// Next offset to assign.
+    next: u64,
+}
+
+struct Topic {
+    partitions: Vec<Mutex<PartitionState>>,
+    round_robin: AtomicU64,
+}
+
+/// Durable topics in RocksDB.
+pub struct EventLog {
+    store: Arc<Store>,
+    topics: RwLock<HashMap<String, Arc<Topic>>>,
+    default_partitions: u32,
+    retention: u64,
+    auto_create: bool,
+    /// Serialises appends so offsets are assigned and written in order.
+    append_lock: Mutex<()>,
+    generation: Mutex<u64>,
+    changed: Condvar,
+    watch: tokio::sync::watch::Sender<u64>,
+}
+
+pub(crate) fn log_key(topic: &str, partition: u32, offset: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(topic.len() + 13);
+    k.extend_from_slice(topic.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&partition.to_be_bytes());
+    k.extend_from_slice(&offset.to_be_bytes());
+    k
+}
+
+impl EventLog {
+    /// Open the log on `store`, loading the topics it already has.
+    pub fn open(
+        store: Arc<Store>,
+        default_partitions: u32,
+        retention: u64,
+        auto_create: bool,
+    ) -> Result<EventLog, TopicError> {
+        let log = EventLog {
+            store,
+            topics: RwLock::new(HashMap::new()),
+            default_partitions,
+            retention: retention.max(1),
+            auto_create,
+            append_lock: Mutex::new(()),
+            generation: Mutex::new(0),
+            changed: Condvar::new(),
+            watch: tokio::sync::watch::channel(0).0,
+        };
+        let meta = log.store.cf(CF_META);
+        let prefix = b"topic/";
+        let mut found = Vec::new();
+        for item in log
+            .store
+            .db()
+            .iterator_cf(meta, IteratorMode::From(prefix, Direction::Forward))
+        {
+            let (k, v) = item?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            let name = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            found.push((name, u32::from_be_bytes([v[0], v[1], v[2], v[3]])));
+        }
+        for (name, n) in found {
+            let t = log.load_topic(&name, n)?;
+            log.topics.write().unwrap().insert(name, Arc::new(t));
+        }
+        Ok(log)
+    }
+
+    fn load_topic(&self, name: &str, partitions: u32) -> Result<Topic, TopicError> {
+        let cf = self.store.cf(CF_LOG);
+        let mut parts = Vec::new();
+        for p in 0..partitions {
+            let lo = log_key(name, p, 0);
+            let hi = log_key(name, p, u64::MAX);
+            let first = match self
+                .store
+                .db()
+                .iterator_cf(cf, IteratorMode::From(&lo, Direction::Forward))
+                .next()
+            {
+                Some(item) => {
+                    let (k, _) = item?;
+                    if k.len() == lo.len() && k[..lo.len() - 8] == lo[..lo.len() - 8] {
+                        Some(be_u64(&k[k.len() - 8..]))
+                    } else {
+                        None
+                    }
+                }
+                None => None,
+            };
+            let last = match self
+                .store
+                .db()
+                .iterator_cf(cf, IteratorMode::From(&hi, Direction::Reverse))
+                .next()
+            {
+                Some(item) => {
+                    let (k, _) = item?;
+                    if k.len() == hi.len() && k[..hi.len() - 8] == hi[..hi.len() - 8] {
+                        Some(be_u64(&k[k.len() - 8..]))
+                    } else {
+                        None
+                    }
+                }
+                None => None,
+            };
+            let (first, next) = match (first, last) {
+                (Some(f), Some(l)) => (f, l + 1),
+                _ => (
+                    self.stored_low_water(name, p)?,
+                    self.stored_low_water(name, p)?,
+                ),
+            };
+            parts.push(Mutex::new(PartitionState { first, next }));
+        }
+        Ok(Topic {
+            partitions: parts,
+            round_robin: AtomicU64::new(0),
+        })
+    }
+
+    /// The next offset of an emptied partition is remembered in `meta` so that
+    /// offsets are never reused after retention deletes everything.
+    fn stored_low_water(&self, topic: &str, p: u32) -> Result<u64, TopicError> {
+        let k = format!("low/{topic}/{p}");
+        Ok(self
+            .store
+            .db()
+            .get_cf(self.store.cf(CF_META), k)?
+            .map(|v| be_u64(&v))
+            .unwrap_or(0))
+    }
+
+    /// Create `topic` with `partitions` (default if `None`) unless it exists.
+    pub fn ensure_topic(&self, topic: &str, partitions: Option<u32>) -> Result<u32, TopicError> {
+        if !crate::config::manifest::valid_name(topic) {
+            return Err(TopicError::BadName(topic.into()));
+        }
+        if let Some(t) = self.topics.read().unwrap().get(topic) {
+            let have = t.partitions.len() as u32;
+            if let Some(want) = partitions
+                && want != have
+            {
+                return Err(TopicError::Partitions {
+                    topic: topic.into(),
+                    have,
+                    want,
+                });
+            }
+            return Ok(have);
+        }
+        let n = partitions.unwrap_or(self.default_partitions).max(1);
+        let mut topics = self.topics.write().unwrap();
+        if let Some(t) = topics.get(topic) {
+            return Ok(t.partitions.len() as u32);
+        }
+        self.store.db().put_cf(
+            self.store.cf(CF_META),
+            format!("topic/{topic}"),
+            n.to_be_bytes(),
+        )?;
+        topics.insert(topic.into(), Arc::new(self.load_topic(topic, n)?));
+        tracing::info!(topic, partitions = n, "created topic");
+        Ok(n)
+    }
+
+    fn topic(&self, name: &str) -> Option<Arc<Topic>> {
+        self.topics.read().unwrap().get(name).cloned()
+    }
+
+    /// Partition count of `topic`, if it exists.
+    pub fn partitions(&self, topic: &str) -> Option<u32> {
+        self.topic(topic).map(|t| t.partitions.len() as u32)
+    }
+
+    /// All topics with their partition counts, sorted.
+    pub fn topics(&self) -> Vec<(String, u32)> {
+        let mut v: Vec<_> = self
+            .topics
+            .read()
+            .unwrap()
+            .iter()
+            .map(|(k, t)| (k.clone(), t.partitions.len() as u32))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// `(first retained, next)` offsets of a partition.
+    pub fn bounds(&self, topic: &str, partition: u32) -> Option<(u64, u64)> {
+        let t = self.topic(topic)?;
+        let p = t.partitions.get(partition as usize)?.lock().unwrap();
+        Some((p.first, p.next))
+    }
+
+    /// Append events to `topic`, assigning partitions, offsets and missing ids
+    /// (`<topic>/<partition>/<offset>`) and times. `extra` adds more writes to
+    /// the same atomic batch (the outbox relay deletes what it published).
+    /// Returns `(partition, offset)` per event.
+    pub fn append(
+        &self,
+        topic: &str,
+        events: Vec<OwnedEvent>,
+        extra: impl FnOnce(&mut WriteBatch),
+    ) -> Result<Vec<(u32, u64)>, TopicError> {
+        self.append_many(vec![(topic.to_string(), events)], extra)
+            .map(|mut v| v.pop().unwrap_or_default())
+    }
+
+    /// [`append`](Self::append) for several topics in one batch.
+    pub fn append_many(
+        &self,
+        batches: Vec<(String, Vec<OwnedEvent>)>,
+        extra: impl FnOnce(&mut WriteBatch),
+    ) -> Result<Vec<Vec<(u32, u64)>>, TopicError> {
+        let mut topics = Vec::with_capacity(batches.len());
+        for (name, _) in &batches {
+            let t = match self.topic(name) {
+                Some(t) => t,
+                None if self.auto_create => {
+                    self.ensure_topic(name, None)?;
+                    self.topic(name)
+                        .ok_or_else(|| TopicError::Unknown(name.clone()))?
+                }
+                None => return Err(TopicError::Unknown(name.clone())),
+            };
+            topics.push(t);
+        }
+        let _guard = self.append_lock.lock().unwrap();
+        let cf = self.store.cf(CF_LOG);
+        let mut wb = WriteBatch::default();
+        let mut placed = Vec::with_capacity(batches.len());
+        let mut advanced: Vec<(Arc<Topic>, u32, u64)> = Vec::new();
+        let mut frame = Vec::with_capacity(512);
+        for ((name, events), t) in batches.into_iter().zip(&topics) {
+            let n = t.partitions.len() as u32;
+            let mut out = Vec::with_capacity(events.len());
+            for mut ev in events {
+                let p = match &ev.key {
+                    Some(k) => super::partition::for_key(k, n),
+                    None => (t.round_robin.fetch_add(1, Ordering::Relaxed) % n as u64) as u32,
+                };
+                let offset = {
+                    let next = advanced
+                        .iter()
+                        .rev()
+                        .find(|(at, ap, _)| Arc::ptr_eq(at, t) && *ap == p)
+                        .map(|(_, _, o)| *o);
+                    next.unwrap_or_else(|| t.partitions[p as usize].lock().unwrap().next)
+                };
+                ev.topic.clone_from(&name);
+                ev.partition = p;
+                ev.offset = offset;
+                if ev.id.is_empty() {
+                    ev.id = format!("{name}/{p}/{offset}");
+                }
+                if ev.time.is_none() {
+                    ev.time = Some(super::now_rfc3339());
+                }
+                frame.clear();
+                ev.as_ref().encode_into(&mut frame);
+                wb.put_cf(cf, log_key(&name, p, offset), &frame);
+                advanced.push((t.clone(), p, offset + 1));
+                out.push((p, offset));
+            }
+            placed.push(out);
+        }
+        extra(&mut wb);
+        self.store.write(wb)?;
+        for (t, p, next) in advanced {
+            let mut ps = t.partitions[p as usize].lock().unwrap();
+            ps.next = ps.next.max(next);
+        }
+        drop(_guard);
+        self.bump();
+        Ok(placed)
+    }
+
+    fn bump(&self) {
+        let mut g = self.generation.lock().unwrap();
+        *g += 1;
+        let gen_now = *g;
+        drop(g);
+        self.changed.notify_all();
+        self.watch.send_replace(gen_now);
+    }
+
+    /// The current append generation (changes on every append).
+    pub fn generation(&self) -> u64 {
+        *self.generation.lock().unwrap()
+    }
+
+    /// Block until an append happens after generation `seen`, or `timeout`.
+    pub fn wait_for_append(&self, seen: u64, timeout: Duration) {
+        let g = self.generation.lock().unwrap();
+        if *g != seen {
+            return;
+        }
+        let _ = self.changed.wait_timeout_while(g, timeout, |g| *g == seen);
+    }
+
+    /// A receiver that changes on every append (for async waiters).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.watch.subscribe()
+    }
+
+    /// Up to `max` records of a partition starting at `from` (or at the first
+    /// retained offset, if `from` was already deleted by retention).
+    pub fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<Record>, TopicError> {
+        let mut out = Vec::new();
+        self.read_with(topic, partition, from, max, |offset, frame| {
+            out.push(Record {
+                offset,
+                frame: frame.to_vec(),
+            });
+        })?;
+        Ok(out)
+    }
+
+    /// Like [`read`](Self::read) but hands each frame to `f` without copying it.
+    pub fn read_with(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        max: usize,
+        mut f: impl FnMut(u64, &[u8]),
+    ) -> Result<usize, TopicError> {
+        let Some((_, next)) = self.bounds(topic, partition) else {
+            return Err(TopicError::Unknown(topic.into()));
+        };
+        if from >= next || max == 0 {
+            return Ok(0);
+        }
+        let start = log_key(topic, partition, from);
+        let prefix_len = start.len() - 8;
+        let mut ro = rocksdb::ReadOptions::default();
+        ro.set_iterate_upper_bound(log_key(topic, partition, next));
+        let mut it = self
+            .store
+            .db()
+            .raw_iterator_cf_opt(self.store.cf(CF_LOG), ro);
+        it.seek(&start);
+        let mut n = 0;
+        while it.valid() && n < max {
+            let (Some(k), Some(v)) = (it.key(), it.value()) else {
+                break;
+            };
+            if k.len() != start.len() || k[..prefix_len] != start[..prefix_len] {
+                break;
+            }
+            f(be_u64(&k[prefix_len..]), v);
+            n += 1;
+            it.next();
+        }
+        it.status()?;
+        Ok(n)
+    }
+
+    /// The first offset whose event `time` is at or after `ms` (or the end).
+    pub fn offset_for_time(&self, topic: &str, partition: u32, ms: i64) -> Result<u64, TopicError> {
+        let Some((first, next)) = self.bounds(topic, partition) else {
+            return Err(TopicError::Unknown(topic.into()));
+        };
+        let mut found = None;
+        let mut from = first;
+        while found.is_none() && from < next {
+            let mut last = from;
+            self.read_with(topic, partition, from, 4096, |off, frame| {
+                last = off + 1;
+                if found.is_none()
+                    && let Ok(ev) = EventRef::decode(frame)
+                    && ev
+                        .time
+                        .and_then(super::parse_rfc3339_ms)
+                        .is_some_and(|t| t >= ms)
+                {
+                    found = Some(off);
+                }
+            })?;
+            if last == from {
+                break;
+            }
+            from = last;
+        }
+        Ok(found.unwrap_or(next))
+    }
+
+    /// Delete events beyond the retention limit. Returns how many were deleted.
+    pub fn enforce_retention(&self) -> Result<u64, TopicError> {
+        let topics: Vec<(String, Arc<Topic>)> = self
+            .topics
+            .read()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut deleted = 0;
+        for (name, t) in topics {
+            for (p, ps) in t.partitions.iter().enumerate() {
+                let mut ps = ps.lock().unwrap();
+                if ps.next - ps.first <= self.retention {
+                    continue;
+                }
+                let low = ps.next - self.retention;
+                let mut wb = WriteBatch::default();
+                wb.delete_range_cf(
+                    self.store.cf(CF_LOG),
+                    log_key(&name, p as u32, ps.first),
+                    log_key(&name, p as u32, low),
+                );
+                wb.put_cf(
+                    self.store.cf(CF_META),
+                    format!("low/{name}/{p}"),
+                    ps.next.to_be_bytes(),
+                );
+                self.store.write(wb)?;
+                deleted += low - ps.first;
+                ps.first = low;
+            }
+        }
+        Ok(deleted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(key: Option<&str>) -> OwnedEvent {
+        OwnedEvent {
+            source: "/t".into(),
+            ty: "t".into(),
+            key: key.map(|k| k.as_bytes().to_vec()),
+            data: b"{}".to_vec(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn append_assigns_offsets_ids_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let in_a = {
+            let store = Arc::new(Store::open(dir.path(), false).unwrap());
+            let log = EventLog::open(store, 2, 100, false).unwrap();
+            assert!(matches!(
+                log.append("nope", vec![ev(None)], |_| {}),
+                Err(TopicError::Unknown(_))
+            ));
+            log.ensure_topic("t", Some(2)).unwrap();
+            let placed = log
+                .append("t", vec![ev(Some("a")), ev(Some("a")), ev(None)], |_| {})
+                .unwrap();
+            assert_eq!(placed[0].0, placed[1].0, "same key, same partition");
+            assert_eq!(placed[1].1, placed[0].1 + 1);
+            let recs = log.read("t", placed[0].0, 0, 10).unwrap();
+            let first = EventRef::decode(&recs[0].frame).unwrap();
+            assert_eq!(first.id, format!("t/{}/0", placed[0].0));
+            assert!(first.time.is_some());
+            placed.iter().filter(|(p, _)| *p == placed[0].0).count() as u64
+        };
+        let store = Arc::new(Store::open(dir.path(), false).unwrap());
+        let log = EventLog::open(store, 2, 100, false).unwrap();
+        assert_eq!(log.partitions("t"), Some(2));
+        let p = crate::source::partition::for_key(b"a", 2);
+        assert_eq!(
+            log.bounds("t", p).unwrap().1,
+            in_a,
+            "offsets continue after reopen"
+        );
+    }
+
+    #[test]
+    fn retention_deletes_old_events_and_keeps_offsets_growing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path(), false).unwrap());
+        let log = EventLog::open(store.clone(), 1, 3, false).unwrap();
+        log.ensure_topic("t", Some(1)).unwrap();
+        log.append("t", (0..10).map(|_| ev(None)).collect(), |_| {})
+            .unwrap();
+        assert_eq!(log.enforce_retention().unwrap(), 7);
+        assert_eq!(log.bounds("t", 0), Some((7, 10)));
+        let recs = log.read("t", 0, 0, 100).unwrap();
+        assert_eq!(recs.iter().map(|r| r.offset).collect::<Vec<_>>(), [7, 8, 9]);
+    }
+}

@@ -1,0 +1,456 @@
+//! RocksDB: the embedded log, module state, idempotency sets, cursors and the
+//! outbox, in one database so that one `WriteBatch` commits an event's effects.
+//!
+//! Column families and key layout (`|` is concatenation, integers big-endian so
+//! that byte order is numeric order):
+//!
+//! | family      | key                                             | value                |
+//! |-------------|-------------------------------------------------|----------------------|
+//! | `log`       | topic `\0` partition:u32 offset:u64             | event frame          |
+//! | `meta`      | `topic/` name                                   | partitions:u32       |
+//! | `state`     | module `\0` partition:u32 user-key              | user value           |
+//! | `dedup`     | module `\0` partition:u32 len(source):u32 source id | expiry ms:u64    |
+//! | `dedup_exp` | expiry ms:u64 dedup-key                         | empty                |
+//! | `cursor`    | module `\0` topic `\0` partition:u32            | next offset:u64      |
+//! | `outbox`    | seq:u64                                         | len(module):u32 module frame |
+//!
+//! Module and topic names cannot contain `\0` (see `config::manifest::valid_name`).
+
+pub mod txn;
+
+use rocksdb::{
+    BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options,
+    ReadOptions, WriteBatch, WriteOptions,
+};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use thiserror::Error;
+
+pub use txn::Txn;
+
+/// A storage failure. The pipeline stops the module on these (they are not the
+/// event's fault); the host keeps running.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// RocksDB said no.
+    #[error("state store: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    /// A read made from inside a module's call failed.
+    #[error("state store: {0}")]
+    Read(String),
+}
+
+pub(crate) const CF_LOG: &str = "log";
+pub(crate) const CF_META: &str = "meta";
+pub(crate) const CF_STATE: &str = "state";
+pub(crate) const CF_DEDUP: &str = "dedup";
+pub(crate) const CF_DEDUP_EXP: &str = "dedup_exp";
+pub(crate) const CF_CURSOR: &str = "cursor";
+pub(crate) const CF_OUTBOX: &str = "outbox";
+
+const ALL_CFS: [&str; 7] = [
+    CF_LOG,
+    CF_META,
+    CF_STATE,
+    CF_DEDUP,
+    CF_DEDUP_EXP,
+    CF_CURSOR,
+    CF_OUTBOX,
+];
+
+/// The host's RocksDB database.
+pub struct Store {
+    db: DB,
+    sync: bool,
+    outbox_seq: AtomicU64,
+}
+
+/// A state entry: `(user key, value)`.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
+/// Size of one module's state.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct StateSize {
+    /// Number of keys.
+    pub keys: u64,
+    /// Bytes of keys and values.
+    pub bytes: u64,
+}
+
+impl Store {
+    /// Open (or create) the database in `dir`.
+    pub fn open(dir: &Path, sync: bool) -> Result<Store, StoreError> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.increase_parallelism(2);
+        let cfs = ALL_CFS.iter().map(|name| {
+            let mut o = Options::default();
+            if matches!(*name, CF_STATE | CF_DEDUP) {
+                let mut b = BlockBasedOptions::default();
+                b.set_bloom_filter(10.0, false);
+                o.set_block_based_table_factory(&b);
+            }
+            ColumnFamilyDescriptor::new(*name, o)
+        });
+        let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
+        let store = Store {
+            db,
+            sync,
+            outbox_seq: AtomicU64::new(0),
+        };
+        let next = store
+            .db
+            .iterator_cf(store.cf(CF_OUTBOX), IteratorMode::End)
+            .next()
+            .transpose()?
+            .map(|(k, _)| be_u64(&k) + 1)
+            .unwrap_or(0);
+        store.outbox_seq.store(next, Ordering::SeqCst);
+        Ok(store)
+    }
+
+    pub(crate) fn cf(&self, name: &str) -> &ColumnFamily {
+        // The families are all created in `open`.
+        self.db
+            .cf_handle(name)
+            .expect("column family created at open")
+    }
+
+    pub(crate) fn db(&self) -> &DB {
+        &self.db
+    }
+
+    /// Write a batch (fsync'd if `[state] sync-writes`).
+    pub fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(self.sync);
+        self.db.write_opt(batch, &wo)?;
+        Ok(())
+    }
+
+    /// A module's committed state value.
+    pub fn get_state(
+        &self,
+        module: &str,
+        partition: u32,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .db
+            .get_cf(self.cf(CF_STATE), state_key(module, partition, key))?)
+    }
+
+    /// Committed state entries with keys starting with `prefix`, after `after`
+    /// (exclusive), at most `limit`.
+    pub fn scan_state(
+        &self,
+        module: &str,
+        partition: u32,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let base = state_key(module, partition, b"");
+        let full_prefix = state_key(module, partition, prefix);
+        let start = match after {
+            Some(a) => {
+                let mut k = state_key(module, partition, a);
+                k.push(0);
+                k
+            }
+            None => full_prefix.clone(),
+        };
+        let mut out = Vec::new();
+        let it = self.db.iterator_cf(
+            self.cf(CF_STATE),
+            IteratorMode::From(&start, Direction::Forward),
+        );
+        for item in it {
+            let (k, v) = item?;
+            if !k.starts_with(&full_prefix) || out.len() >= limit {
+                break;
+            }
+            out.push((k[base.len()..].to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Every state entry of a module (all partitions) whose user key starts with
+    /// `prefix`: `(partition, key, value)`, at most `limit`.
+    pub fn dump_state(
+        &self,
+        module: &str,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(u32, Entry)>, StoreError> {
+        let mp = module_prefix(module);
+        let mut out = Vec::new();
+        let it = self.db.iterator_cf(
+            self.cf(CF_STATE),
+            IteratorMode::From(&mp, Direction::Forward),
+        );
+        for item in it {
+            let (k, v) = item?;
+            if !k.starts_with(&mp) || out.len() >= limit {
+                break;
+            }
+            let rest = &k[mp.len()..];
+            if rest.len() < 4 {
+                continue;
+            }
+            let partition = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
+            if rest[4..].starts_with(prefix) {
+                out.push((partition, (rest[4..].to_vec(), v.to_vec())));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Number and bytes of a module's state entries.
+    pub fn state_size(&self, module: &str) -> Result<StateSize, StoreError> {
+        let mp = module_prefix(module);
+        let mut size = StateSize::default();
+        let it = self.db.iterator_cf(
+            self.cf(CF_STATE),
+            IteratorMode::From(&mp, Direction::Forward),
+        );
+        for item in it {
+            let (k, v) = item?;
+            if !k.starts_with(&mp) {
+                break;
+            }
+            size.keys += 1;
+            size.bytes += (k.len() - mp.len() - 4 + v.len()) as u64;
+        }
+        Ok(size)
+    }
+
+    /// Which of `keys` (dedup keys) are already applied and not expired at `now_ms`.
+    pub fn applied(&self, keys: &[Vec<u8>], now_ms: u64) -> Result<Vec<bool>, StoreError> {
+        let cf = self.cf(CF_DEDUP);
+        let res = self.db.batched_multi_get_cf(cf, keys.iter(), false);
+        res.into_iter()
+            .map(|r| {
+                Ok(match r? {
+                    Some(v) => be_u64(&v) > now_ms,
+                    None => false,
+                })
+            })
+            .collect()
+    }
+
+    /// A module's cursor (next offset) for a topic partition.
+    pub fn cursor(
+        &self,
+        module: &str,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .db
+            .get_cf(self.cf(CF_CURSOR), cursor_key(module, topic, partition))?
+            .map(|v| be_u64(&v)))
+    }
+
+    /// Reserve the next outbox sequence number.
+    pub fn next_outbox_seq(&self) -> u64 {
+        self.outbox_seq.fetch_add(1, Ordering::SeqCst)
+    }
+
+    /// Up to `max` outbox entries in order: `(seq, module, frame)`.
+    pub fn outbox_page(&self, max: usize) -> Result<Vec<(u64, String, Vec<u8>)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_OUTBOX), IteratorMode::Start) {
+            let (k, v) = item?;
+            if out.len() >= max {
+                break;
+            }
+            if v.len() < 4 {
+                continue;
+            }
+            let n = u32::from_be_bytes([v[0], v[1], v[2], v[3]]) as usize;
+            let module = String::from_utf8_lossy(&v[4..4 + n.min(v.len() - 4)]).into_owned();
+            out.push((be_u64(&k), module, v[4 + n..].to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Number of entries waiting in the outbox.
+    pub fn outbox_len(&self) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for item in self.db.iterator_cf(self.cf(CF_OUTBOX), IteratorMode::Start) {
+            item?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Delete idempotency marks that expired before `now_ms`. Returns how many.
+    pub fn sweep_expired(&self, now_ms: u64) -> Result<u64, StoreError> {
+        let exp = self.cf(CF_DEDUP_EXP);
+        let mut batch = WriteBatch::default();
+        let mut n = 0;
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_upper_bound(now_ms.to_be_bytes().to_vec());
+        for item in self.db.iterator_cf_opt(exp, ro, IteratorMode::Start) {
+            let (k, _) = item?;
+            batch.delete_cf(exp, &k);
+            batch.delete_cf(self.cf(CF_DEDUP), &k[8..]);
+            n += 1;
+            if n % 10_000 == 0 {
+                self.write(std::mem::take(&mut batch))?;
+            }
+        }
+        self.write(batch)?;
+        Ok(n)
+    }
+
+    /// Whether a dedup key is present at all (expired or not), for tests and tools.
+    pub fn dedup_present(&self, key: &[u8]) -> Result<bool, StoreError> {
+        Ok(self.db.get_cf(self.cf(CF_DEDUP), key)?.is_some())
+    }
+}
+
+pub(crate) fn be_u64(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    let n = b.len().min(8);
+    a[..n].copy_from_slice(&b[..n]);
+    u64::from_be_bytes(a)
+}
+
+fn module_prefix(module: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(module.len() + 1);
+    k.extend_from_slice(module.as_bytes());
+    k.push(0);
+    k
+}
+
+/// Key of a state entry.
+pub fn state_key(module: &str, partition: u32, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(module.len() + 5 + key.len());
+    k.extend_from_slice(module.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&partition.to_be_bytes());
+    k.extend_from_slice(key);
+    k
+}
+
+/// Key of an idempotency mark.
+pub fn dedup_key(module: &str, partition: u32, source: &str, id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(module.len() + 9 + source.len() + id.len());
+    k.extend_from_slice(module.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&partition.to_be_bytes());
+    k.extend_from_slice(&(source.len() as u32).to_be_bytes());
+    k.extend_from_slice(source.as_bytes());
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+/// Key of a cursor.
+pub fn cursor_key(module: &str, topic: &str, partition: u32) -> Vec<u8> {
+    let mut k = Vec::with_capacity(module.len() + topic.len() + 6);
+    k.extend_from_slice(module.as_bytes());
+    k.push(0);
+    k.extend_from_slice(topic.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&partition.to_be_bytes());
+    k
+}
+
+/// Builds the one `WriteBatch` that commits a group of events' effects.
+pub struct Commit<'s> {
+    store: &'s Store,
+    batch: WriteBatch,
+}
+
+impl<'s> Commit<'s> {
+    /// An empty commit.
+    pub fn new(store: &'s Store) -> Self {
+        Commit {
+            store,
+            batch: WriteBatch::default(),
+        }
+    }
+    /// Write or delete a state key.
+    pub fn state(&mut self, module: &str, partition: u32, key: &[u8], value: Option<&[u8]>) {
+        let k = state_key(module, partition, key);
+        match value {
+            Some(v) => self.batch.put_cf(self.store.cf(CF_STATE), k, v),
+            None => self.batch.delete_cf(self.store.cf(CF_STATE), k),
+        }
+    }
+    /// Mark an event applied until `expiry_ms`.
+    pub fn mark_applied(&mut self, dedup_key: &[u8], expiry_ms: u64) {
+        self.batch
+            .put_cf(self.store.cf(CF_DEDUP), dedup_key, expiry_ms.to_be_bytes());
+        let mut ek = Vec::with_capacity(8 + dedup_key.len());
+        ek.extend_from_slice(&expiry_ms.to_be_bytes());
+        ek.extend_from_slice(dedup_key);
+        self.batch.put_cf(self.store.cf(CF_DEDUP_EXP), ek, []);
+    }
+    /// Set a cursor.
+    pub fn cursor(&mut self, module: &str, topic: &str, partition: u32, next: u64) {
+        self.batch.put_cf(
+            self.store.cf(CF_CURSOR),
+            cursor_key(module, topic, partition),
+            next.to_be_bytes(),
+        );
+    }
+    /// Queue an event frame for the relay.
+    pub fn outbox(&mut self, module: &str, frame: &[u8]) {
+        let seq = self.store.next_outbox_seq();
+        let mut v = Vec::with_capacity(4 + module.len() + frame.len());
+        v.extend_from_slice(&(module.len() as u32).to_be_bytes());
+        v.extend_from_slice(module.as_bytes());
+        v.extend_from_slice(frame);
+        self.batch
+            .put_cf(self.store.cf(CF_OUTBOX), seq.to_be_bytes(), v);
+    }
+    /// Write it all, atomically.
+    pub fn commit(self) -> Result<(), StoreError> {
+        self.store.write(self.batch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expired_marks_are_really_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), false).unwrap();
+        let old = dedup_key("m", 0, "/s", "old");
+        let fresh = dedup_key("m", 0, "/s", "fresh");
+        let mut c = Commit::new(&store);
+        c.mark_applied(&old, 1_000);
+        c.mark_applied(&fresh, 5_000);
+        c.commit().unwrap();
+        assert_eq!(
+            store.applied(&[old.clone(), fresh.clone()], 2_000).unwrap(),
+            [false, true]
+        );
+        assert_eq!(store.sweep_expired(2_000).unwrap(), 1);
+        assert!(!store.dedup_present(&old).unwrap());
+        assert!(store.dedup_present(&fresh).unwrap());
+    }
+
+    #[test]
+    fn outbox_survives_reopen_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path(), false).unwrap();
+            let mut c = Commit::new(&store);
+            c.outbox("m", b"one");
+            c.outbox("m", b"two");
+            c.commit().unwrap();
+        }
+        let store = Store::open(dir.path(), false).unwrap();
+        let page = store.outbox_page(10).unwrap();
+        assert_eq!(page.len(), 2);
+        assert_eq!(page[1].2, b"two");
+        assert_eq!(store.next_outbox_seq(), 2);
+    }
+}

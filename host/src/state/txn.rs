@@ -1,0 +1,434 @@
+//! The transaction overlay a module's calls write into while it handles events.
+//!
+//! Writes and emits are tagged with the index of the event (within the current
+//! batch) that made them. Reads see every write made so far in the batch, so the
+//! events of a batch behave exactly as if each had been committed before the
+//! next ran. When event `f` fails, [`Txn::truncate`] drops the effects of `f`
+//! and of every later event (which may have read `f`'s writes); the effects of
+//! events before `f` are still committed, in one `WriteBatch`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use sluice_wire::OwnedEvent;
+
+use super::{Entry, Store, StoreError};
+
+/// Per-event limits the overlay enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct TxnLimits {
+    pub max_emits: u32,
+    pub max_emit_bytes: u64,
+    pub max_state_value: u64,
+    pub max_state_writes: u32,
+}
+
+/// What the host needs to know about an input event to attribute its outputs.
+#[derive(Debug, Clone)]
+pub struct InputMeta {
+    pub source: String,
+    pub id: String,
+    pub key: Option<Vec<u8>>,
+    /// `traceparent` / `tracestate`, carried to every output.
+    pub trace: Vec<(String, Vec<u8>)>,
+}
+
+/// One queued output event and the input event (batch index) that made it.
+#[derive(Debug, Clone)]
+pub struct Emitted {
+    pub event: usize,
+    pub out: OwnedEvent,
+}
+
+/// A limit an event exceeded (reported to the guest as an error string; counted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LimitHit {
+    Emits,
+    EmitBytes,
+    StateValue,
+    StateWrites,
+    UndeclaredTopic(String),
+}
+
+impl std::fmt::Display for LimitHit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LimitHit::Emits => write!(
+                f,
+                "output limit: too many emitted events for one input (limits.max-emits)"
+            ),
+            LimitHit::EmitBytes => write!(
+                f,
+                "output limit: emitted payload too large (limits.max-emit-bytes)"
+            ),
+            LimitHit::StateValue => {
+                write!(f, "state limit: value too large (limits.max-state-value)")
+            }
+            LimitHit::StateWrites => write!(
+                f,
+                "state limit: too many writes for one event (limits.max-state-writes)"
+            ),
+            LimitHit::UndeclaredTopic(t) => write!(
+                f,
+                "topic `{t}` is not declared under [[produce]] in the manifest"
+            ),
+        }
+    }
+}
+
+/// The overlay. One per module instance; reset for every batch.
+pub struct Txn {
+    store: Arc<Store>,
+    module: Arc<str>,
+    produce: Arc<[String]>,
+    limits: TxnLimits,
+    partition: u32,
+    inputs: Vec<InputMeta>,
+    /// `time` of this batch's outputs (one clock read per batch).
+    now: String,
+    current: usize,
+    writes: Vec<(usize, Vec<u8>, Option<Vec<u8>>)>,
+    view: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    emitted: Vec<Emitted>,
+    emits_this_event: u32,
+    writes_this_event: u32,
+    /// Limit hits in this batch, for the pipeline's counters.
+    pub limit_hits: Vec<(usize, LimitHit)>,
+    /// A storage error seen by a host call; fails the batch.
+    pub store_error: Option<String>,
+}
+
+impl Txn {
+    /// A new, empty overlay for `module`.
+    pub fn new(
+        store: Arc<Store>,
+        module: Arc<str>,
+        produce: Arc<[String]>,
+        limits: TxnLimits,
+    ) -> Txn {
+        Txn {
+            store,
+            module,
+            produce,
+            limits,
+            partition: 0,
+            inputs: Vec::new(),
+            now: String::new(),
+            current: 0,
+            writes: Vec::new(),
+            view: HashMap::new(),
+            emitted: Vec::new(),
+            emits_this_event: 0,
+            writes_this_event: 0,
+            limit_hits: Vec::new(),
+            store_error: None,
+        }
+    }
+
+    /// Start a batch of events from one partition.
+    pub fn begin(&mut self, partition: u32, inputs: Vec<InputMeta>) {
+        self.partition = partition;
+        self.inputs = inputs;
+        self.now.clear();
+        self.current = 0;
+        self.writes.clear();
+        self.view.clear();
+        self.emitted.clear();
+        self.emits_this_event = 0;
+        self.writes_this_event = 0;
+        self.limit_hits.clear();
+        self.store_error = None;
+    }
+
+    /// The guest is starting event `index` of the batch.
+    pub fn start_event(&mut self, index: usize) {
+        self.current = index;
+        self.emits_this_event = 0;
+        self.writes_this_event = 0;
+    }
+
+    /// The partition of the current batch.
+    pub fn partition(&self) -> u32 {
+        self.partition
+    }
+
+    /// Read a key, seeing this batch's writes.
+    pub fn get(&mut self, key: &[u8]) -> Option<Vec<u8>> {
+        if let Some(v) = self.view.get(key) {
+            return v.clone();
+        }
+        match self.store.get_state(&self.module, self.partition, key) {
+            Ok(v) => v,
+            Err(e) => {
+                self.store_error = Some(e.to_string());
+                None
+            }
+        }
+    }
+
+    /// Write (`Some`) or delete (`None`) a key.
+    pub fn put(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) -> Result<(), LimitHit> {
+        if value
+            .as_ref()
+            .is_some_and(|v| v.len() as u64 > self.limits.max_state_value)
+        {
+            return Err(self.hit(LimitHit::StateValue));
+        }
+        if self.writes_this_event >= self.limits.max_state_writes {
+            return Err(self.hit(LimitHit::StateWrites));
+        }
+        self.writes_this_event += 1;
+        self.view.insert(key.clone(), value.clone());
+        self.writes.push((self.current, key, value));
+        Ok(())
+    }
+
+    fn hit(&mut self, h: LimitHit) -> LimitHit {
+        self.limit_hits.push((self.current, h.clone()));
+        h
+    }
+
+    /// Keys with `prefix` after `after`, at most `limit`, merged with this
+    /// batch's writes. Returns the page and whether more may follow.
+    pub fn scan(
+        &mut self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> (Vec<Entry>, bool) {
+        let in_range = |k: &[u8]| k.starts_with(prefix) && after.is_none_or(|a| k > a);
+        let overlay: BTreeMap<&Vec<u8>, &Option<Vec<u8>>> =
+            self.view.iter().filter(|(k, _)| in_range(k)).collect();
+        // Enough committed entries to fill the page even if the overlay deletes some.
+        let want = limit + overlay.len() + 1;
+        let committed =
+            match self
+                .store
+                .scan_state(&self.module, self.partition, prefix, after, want)
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    self.store_error = Some(e.to_string());
+                    Vec::new()
+                }
+            };
+        let committed_full = committed.len() >= want;
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = committed.into_iter().collect();
+        for (k, v) in overlay {
+            match v {
+                Some(v) => merged.insert(k.clone(), v.clone()),
+                None => merged.remove(k),
+            };
+        }
+        let more = merged.len() > limit || committed_full;
+        (merged.into_iter().take(limit).collect(), more)
+    }
+
+    /// Queue an output event for the current input event.
+    #[allow(clippy::too_many_arguments)]
+    pub fn emit(
+        &mut self,
+        topic: String,
+        ty: String,
+        key: Option<Vec<u8>>,
+        data: Vec<u8>,
+        subject: Option<String>,
+        datacontenttype: Option<String>,
+        headers: Vec<(String, Vec<u8>)>,
+    ) -> Result<(), LimitHit> {
+        if !self.produce.contains(&topic) {
+            return Err(self.hit(LimitHit::UndeclaredTopic(topic)));
+        }
+        if self.emits_this_event >= self.limits.max_emits {
+            return Err(self.hit(LimitHit::Emits));
+        }
+        if data.len() as u64 > self.limits.max_emit_bytes {
+            return Err(self.hit(LimitHit::EmitBytes));
+        }
+        let index = self.emits_this_event;
+        self.emits_this_event += 1;
+        let time = self.batch_time();
+        let Some(input) = self.inputs.get(self.current) else {
+            // The guest marked an event index outside the batch; nothing to attribute to.
+            self.store_error = Some(format!("emit for unknown batch index {}", self.current));
+            return Ok(());
+        };
+        let mut all_headers = headers;
+        for (n, v) in &input.trace {
+            if !all_headers.iter().any(|(h, _)| h.eq_ignore_ascii_case(n)) {
+                all_headers.push((n.clone(), v.clone()));
+            }
+        }
+        let out = OwnedEvent {
+            id: output_id(&self.module, &input.source, &input.id, index),
+            source: format!("/sluice/{}", self.module),
+            ty,
+            subject,
+            time: Some(time),
+            datacontenttype: Some(datacontenttype.unwrap_or_else(|| "application/json".into())),
+            dataschema: None,
+            key: key.or_else(|| input.key.clone()),
+            data,
+            headers: all_headers,
+            topic,
+            partition: 0,
+            offset: 0,
+        };
+        self.emitted.push(Emitted {
+            event: self.current,
+            out,
+        });
+        Ok(())
+    }
+
+    fn batch_time(&mut self) -> String {
+        if self.now.is_empty() {
+            self.now = crate::source::now_rfc3339();
+        }
+        self.now.clone()
+    }
+
+    /// Drop the effects of event `from` and every later event of the batch.
+    pub fn truncate(&mut self, from: usize) {
+        self.writes.retain(|(e, _, _)| *e < from);
+        self.emitted.retain(|e| e.event < from);
+        self.view.clear();
+        for (_, k, v) in &self.writes {
+            self.view.insert(k.clone(), v.clone());
+        }
+    }
+
+    /// The state writes in the order they were made.
+    pub fn writes(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
+        self.writes
+            .iter()
+            .map(|(_, k, v)| (k.as_slice(), v.as_deref()))
+    }
+
+    /// The queued output events.
+    pub fn emitted(&self) -> &[Emitted] {
+        &self.emitted
+    }
+
+    /// The module this overlay belongs to.
+    pub fn module(&self) -> &str {
+        &self.module
+    }
+
+    /// Check a storage error seen during the batch.
+    pub fn take_store_error(&mut self) -> Result<(), StoreError> {
+        match self.store_error.take() {
+            None => Ok(()),
+            Some(e) => Err(StoreError::Read(e)),
+        }
+    }
+}
+
+/// The deterministic id of the `index`-th event a module emitted for an input.
+pub fn output_id(module: &str, source: &str, id: &str, index: u32) -> String {
+    let mut h = Sha256::new();
+    h.update(module.as_bytes());
+    h.update([0]);
+    h.update(source.as_bytes());
+    h.update([0]);
+    h.update(id.as_bytes());
+    h.update([0]);
+    h.update(index.to_be_bytes());
+    let d = h.finalize();
+    let mut s = String::with_capacity(32);
+    for b in &d[..16] {
+        use std::fmt::Write;
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Commit;
+
+    fn txn(store: Arc<Store>) -> Txn {
+        Txn::new(
+            store,
+            "m".into(),
+            vec!["out".to_string()].into(),
+            TxnLimits {
+                max_emits: 2,
+                max_emit_bytes: 100,
+                max_state_value: 10,
+                max_state_writes: 100,
+            },
+        )
+    }
+
+    fn meta(id: &str) -> InputMeta {
+        InputMeta {
+            source: "/s".into(),
+            id: id.into(),
+            key: None,
+            trace: vec![],
+        }
+    }
+
+    #[test]
+    fn reads_see_own_writes_and_truncate_drops_later_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path(), false).unwrap());
+        let mut c = Commit::new(&store);
+        c.state("m", 0, b"k", Some(b"committed"));
+        c.commit().unwrap();
+        let mut t = txn(store);
+        t.begin(0, vec![meta("a"), meta("b")]);
+        assert_eq!(t.get(b"k").as_deref(), Some(&b"committed"[..]));
+        t.start_event(0);
+        t.put(b"k".to_vec(), Some(b"a".to_vec())).unwrap();
+        t.emit("out".into(), "t".into(), None, vec![], None, None, vec![])
+            .unwrap();
+        t.start_event(1);
+        assert_eq!(t.get(b"k").as_deref(), Some(&b"a"[..]));
+        t.put(b"k".to_vec(), None).unwrap();
+        assert_eq!(t.get(b"k"), None);
+        t.emit("out".into(), "t".into(), None, vec![], None, None, vec![])
+            .unwrap();
+        t.truncate(1);
+        assert_eq!(t.get(b"k").as_deref(), Some(&b"a"[..]));
+        assert_eq!(t.emitted().len(), 1);
+        assert_eq!(t.writes().count(), 1);
+    }
+
+    #[test]
+    fn limits_and_undeclared_topics_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = txn(Arc::new(Store::open(dir.path(), false).unwrap()));
+        t.begin(0, vec![meta("a")]);
+        assert_eq!(
+            t.put(b"k".to_vec(), Some(vec![0; 11])),
+            Err(LimitHit::StateValue)
+        );
+        let e = t.emit(
+            "elsewhere".into(),
+            "t".into(),
+            None,
+            vec![],
+            None,
+            None,
+            vec![],
+        );
+        assert_eq!(e, Err(LimitHit::UndeclaredTopic("elsewhere".into())));
+        for _ in 0..2 {
+            t.emit("out".into(), "t".into(), None, vec![], None, None, vec![])
+                .unwrap();
+        }
+        let e = t.emit("out".into(), "t".into(), None, vec![], None, None, vec![]);
+        assert_eq!(e, Err(LimitHit::Emits));
+    }
+
+    #[test]
+    fn output_ids_are_deterministic_and_distinct() {
+        assert_eq!(output_id("m", "/s", "1", 0), output_id("m", "/s", "1", 0));
+        assert_ne!(output_id("m", "/s", "1", 0), output_id("m", "/s", "1", 1));
+        assert_ne!(output_id("m", "/s", "1", 0), output_id("n", "/s", "1", 0));
+    }
+}

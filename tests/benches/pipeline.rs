@@ -1,0 +1,240 @@
+//! Throughput of the filter and aggregator modules, native vs through the host.
+//!
+//! `cargo bench -p sluice-tests --bench pipeline` (set `SLUICE_BENCH_EVENTS`
+//! to change the event count). Prints a Markdown table for docs/BENCHMARKS.md:
+//!
+//! 1. the filter logic compiled natively, called in a loop (decode + handle);
+//! 2. the same logic as a component through the host's invoke path, no I/O
+//!    (batch encode, `handle-batch`, overlay), and the one-event-per-call path;
+//! 3. the full path: embedded log -> filter -> commit;
+//! 4. the aggregator with state, idempotency marks and outputs.
+//!
+//! Each measurement is the best of several runs; ratios are against (1) in the
+//! same run.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use sluice::config::HostConfig;
+use sluice::runtime::{ModuleCtx, Runtime};
+use sluice::state::txn::{InputMeta, TxnLimits};
+use sluice::state::{Store, Txn};
+use sluice_wire::{BatchWriter, EventRef, OwnedEvent};
+
+fn events(n: usize) -> Vec<OwnedEvent> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+    (0..n)
+        .map(|i| {
+            let customer = format!("c{}", rng.random_range(0..1000));
+            let amount: u64 = rng.random_range(0..20_000);
+            let data = format!(
+                r#"{{"order_id":"o-{i:07}","customer":"{customer}","amount":{amount},"currency":"EUR","channel":"web","items":[{{"sku":"SKU-1001","qty":2,"price":2500}},{{"sku":"SKU-2002","qty":1,"price":7345}}],"note":"gift wrap"}}"#
+            );
+            OwnedEvent {
+                id: format!("bench-{i}"),
+                source: "/bench".into(),
+                ty: "order.created".into(),
+                datacontenttype: Some("application/json".into()),
+                time: Some("2026-11-28T10:00:00Z".into()),
+                key: Some(customer.into_bytes()),
+                data: data.into_bytes(),
+                topic: "orders".into(),
+                offset: i as u64,
+                ..Default::default()
+            }
+        })
+        .collect()
+}
+
+fn best_of(runs: usize, mut f: impl FnMut() -> Duration) -> Duration {
+    (0..runs).map(|_| f()).min().unwrap()
+}
+
+fn rate(n: usize, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64()
+}
+
+fn native_filter(frames: &[Vec<u8>]) -> (Duration, usize) {
+    let host = sluice_guest::testing::TestHost::install()
+        .config("min-amount", "10000")
+        .config("output", "large-orders");
+    let mut passed = 0;
+    let d = best_of(5, || {
+        host.clear_emitted();
+        let t = Instant::now();
+        for f in frames {
+            let ev = EventRef::decode(f).unwrap();
+            filter::handle(&sluice_guest::Event(ev)).unwrap();
+        }
+        let d = t.elapsed();
+        passed = host.emitted_count();
+        d
+    });
+    (d, passed)
+}
+
+fn ctx(name: &str, config: &[(&str, &str)]) -> Arc<ModuleCtx> {
+    Arc::new(ModuleCtx {
+        name: name.into(),
+        version: "bench".into(),
+        config: config
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        limits: Default::default(),
+    })
+}
+
+fn wasm_filter(frames: &[Vec<u8>], metas: &[InputMeta], batch: usize) -> (Duration, usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path(), false).unwrap());
+    let rt = Runtime::new().unwrap();
+    let loaded = rt.load(&sluice_tests::component("filter")).unwrap();
+    let limits = TxnLimits {
+        max_emits: 100,
+        max_emit_bytes: 1 << 20,
+        max_state_value: 1 << 20,
+        max_state_writes: 1000,
+    };
+    let txn = Txn::new(
+        store,
+        "filter".into(),
+        vec!["large-orders".to_string()].into(),
+        limits,
+    );
+    let mut inst = rt
+        .instantiate(
+            &loaded,
+            ctx(
+                "filter",
+                &[("min-amount", "10000"), ("output", "large-orders")],
+            ),
+            txn,
+        )
+        .unwrap();
+    let mut passed = 0;
+    let d = best_of(5, || {
+        passed = 0;
+        let t = Instant::now();
+        if batch > 1 {
+            for (fs, ms) in frames.chunks(batch).zip(metas.chunks(batch)) {
+                let mut w = BatchWriter::new();
+                for f in fs {
+                    w.push_frame(f);
+                }
+                let bytes = w.finish();
+                inst.txn().begin(0, ms.to_vec());
+                let r = inst.call_batch(&bytes, fs.len()).unwrap();
+                assert!(r.iter().all(Result::is_ok));
+                passed += inst.txn().emitted().len();
+            }
+        } else {
+            for (f, m) in frames.iter().zip(metas) {
+                inst.txn().begin(0, vec![m.clone()]);
+                let ev = EventRef::decode(f).unwrap();
+                inst.call_one(&ev).unwrap().unwrap();
+                passed += inst.txn().emitted().len();
+            }
+        }
+        t.elapsed()
+    });
+    (d, passed)
+}
+
+/// Append `evs` to a fresh host, then deploy `module` and time until its cursor
+/// reaches the end of the log.
+fn full_path(module: &str, evs: &[OwnedEvent]) -> Duration {
+    best_of(3, || {
+        let dir = tempfile::tempdir().unwrap();
+        let config = HostConfig {
+            data_dir: dir.path().join("data"),
+            ..Default::default()
+        };
+        let svc = sluice::Service::start(config).unwrap();
+        svc.log.ensure_topic("orders", Some(1)).unwrap();
+        for chunk in evs.chunks(10_000) {
+            svc.log.append("orders", chunk.to_vec(), |_| {}).unwrap();
+        }
+        let end = svc.log.bounds("orders", 0).unwrap().1;
+        let mods = dir.path().join("modules");
+        sluice_tests::stage(&mods, &[module]);
+        // Deploying compiles the component; time a compile of the same file and
+        // take it out, so the figure is the steady-state event rate.
+        let c = Instant::now();
+        svc.runtime
+            .load(&mods.join(module).join(format!("{module}.wasm")))
+            .unwrap();
+        let compile = c.elapsed();
+        let t = Instant::now();
+        svc.deploy_dir(&mods.join(module)).unwrap();
+        loop {
+            if svc.store.cursor(module, "orders", 0).unwrap() == Some(end) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let d = t.elapsed().saturating_sub(compile);
+        svc.shutdown();
+        d
+    })
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo test --benches` probes with --list
+    }
+    let n: usize = std::env::var("SLUICE_BENCH_EVENTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200_000);
+    let evs = events(n);
+    let frames: Vec<Vec<u8>> = evs.iter().map(|e| e.as_ref().encode()).collect();
+    let metas: Vec<InputMeta> = evs
+        .iter()
+        .map(|e| InputMeta {
+            source: e.source.clone(),
+            id: e.id.clone(),
+            key: e.key.clone(),
+            trace: vec![],
+        })
+        .collect();
+    let avg = frames
+        .iter()
+        .map(|f| EventRef::decode(f).unwrap().data.len())
+        .sum::<usize>()
+        / n;
+    eprintln!("{n} events, {avg}-byte JSON payloads");
+
+    let (d1, p1) = native_filter(&frames);
+    let (d2, p2) = wasm_filter(&frames, &metas, 256);
+    let (d2b, p2b) = wasm_filter(&frames, &metas, 1);
+    assert_eq!(p1, p2, "native and wasm filters agree");
+    assert_eq!(p1, p2b);
+    let d3 = full_path("filter", &evs);
+    let d4 = full_path("aggregator", &evs);
+
+    let base = rate(n, d1);
+    println!("| # | path | events/s | ns/event | cost vs (1) |");
+    println!("|---|---|---:|---:|---:|");
+    for (i, label, d) in [
+        ("1", "filter, native, called in a loop", d1),
+        ("2", "filter, wasm, host invoke path, batches of 256", d2),
+        ("2b", "filter, wasm, one `handle` call per event", d2b),
+        ("3", "full path: embedded log -> filter -> commit", d3),
+        (
+            "4",
+            "aggregator: log -> state + idempotency + outbox -> commit",
+            d4,
+        ),
+    ] {
+        let r = rate(n, d);
+        println!(
+            "| {i} | {label} | {:.0} | {:.0} | {:.2} |",
+            r,
+            1e9 / r,
+            base / r
+        );
+    }
+    eprintln!("filter passed {p1} of {n} events");
+}

@@ -1,0 +1,179 @@
+//! Bad input is refused with a reason and takes nothing down.
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::json;
+use sluice_tests::*;
+
+#[test]
+fn malformed_events_get_a_4xx_with_the_reason() {
+    let host = HostProc::start("[[topics]]\nname = \"in\"\n", |_| {});
+    let (code, body) = post_raw(
+        &host.addr,
+        "/v1/topics/in/events",
+        "application/json",
+        b"{\"type\": ",
+    );
+    assert_eq!(code, 400);
+    assert!(
+        body["error"].as_str().unwrap().contains("not valid JSON"),
+        "{body}"
+    );
+
+    let (code, body) = post_raw(
+        &host.addr,
+        "/v1/topics/in/events",
+        "application/json",
+        br#"[{"type":"t"},{"id":"x","data":1}]"#,
+    );
+    assert_eq!(code, 400);
+    assert_eq!(body["field"], "type");
+    assert_eq!(body["index"], 1);
+    assert_eq!(
+        host.read_all("in").len(),
+        0,
+        "a refused batch appends nothing"
+    );
+
+    let (code, body) = post_raw(
+        &host.addr,
+        "/v1/topics/nowhere/events",
+        "application/json",
+        br#"{"type":"t"}"#,
+    );
+    assert_eq!(code, 404);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown topic `nowhere`"),
+        "{body}"
+    );
+
+    let ok = host.produce("in", &json!({"type": "t", "data": {"a": 1}}));
+    assert_eq!(ok["accepted"], 1);
+    assert_eq!(
+        ok["events"][0]["id"],
+        format!("in/{}/0", ok["events"][0]["partition"])
+    );
+}
+
+#[test]
+fn a_component_without_handle_is_refused_and_named_while_others_run() {
+    let mut host = HostProc::start("", |m| {
+        stage(m, &["filter"]);
+        let dir = m.join("broken");
+        std::fs::create_dir_all(&dir).unwrap();
+        let wasm = wat::parse_str("(component)").unwrap();
+        std::fs::write(dir.join("broken.wasm"), wasm).unwrap();
+        std::fs::write(
+            dir.join("module.toml"),
+            "name = \"broken\"\nversion = \"1\"\ncomponent = \"broken.wasm\"\n[[subscribe]]\ntopic = \"orders\"\n",
+        )
+        .unwrap();
+        let dir = m.join("garbage");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("g.wasm"), b"not wasm at all").unwrap();
+        std::fs::write(dir.join("module.toml"), "name = \"garbage\"\nversion = \"1\"\ncomponent = \"g.wasm\"\n[[subscribe]]\ntopic = \"orders\"\n").unwrap();
+        let dir = m.join("badmanifest");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("module.toml"), "name = \"bm\"\nversion = \"1\"\ncomponent = \"x.wasm\"\ncolour = \"red\"\n[[subscribe]]\ntopic = \"orders\"\n").unwrap();
+    });
+    let mods = host.modules();
+    let status = |n: &str| {
+        mods.iter()
+            .find(|m| m.name == n)
+            .map(|m| m.status.clone())
+            .unwrap_or_default()
+    };
+    assert!(
+        status("broken").contains("missing export `handle`"),
+        "{}",
+        status("broken")
+    );
+    assert!(
+        status("garbage").contains("not a valid WebAssembly component"),
+        "{}",
+        status("garbage")
+    );
+    assert!(
+        status("badmanifest").contains("colour"),
+        "{}",
+        status("badmanifest")
+    );
+    assert_eq!(status("filter"), "running");
+
+    host.produce(
+        "orders",
+        &json!({"type": "order.created", "data": {"order_id": "o1", "amount": 20000}}),
+    );
+    host.wait_caught_up("filter", Duration::from_secs(30));
+    wait_for(Duration::from_secs(30), "filter output", || {
+        (host.read_all("large-orders").len() == 1).then_some(())
+    });
+    assert!(host.alive());
+}
+
+#[test]
+fn missing_config_and_port_in_use_are_clear_errors() {
+    let out = Command::new(sluice_bin())
+        .args(["run", "--config", "/nonexistent/sluice.toml"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/nonexistent/sluice.toml") && err.contains("does not exist"),
+        "{err}"
+    );
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("sluice.toml");
+    std::fs::write(
+        &cfg,
+        format!("data-dir = \"data\"\n[api]\nlisten = \"127.0.0.1:{port}\"\n"),
+    )
+    .unwrap();
+    let out = Command::new(sluice_bin())
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{err}"
+    );
+
+    std::fs::write(&cfg, "data-dir = \"data\"\n[log]\npartitons = 3\n").unwrap();
+    let out = Command::new(sluice_bin())
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("partitons"), "{err}");
+}
+
+#[test]
+fn sigterm_stops_cleanly_and_keeps_what_was_committed() {
+    let mut host = HostProc::start("", |m| stage(m, &["aggregator"]));
+    let (events, expected) = orders(2_000, 10, 3, "t-");
+    host.produce("orders", &serde_json::Value::Array(events));
+    host.wait_caught_up("aggregator", Duration::from_secs(60));
+    assert_eq!(
+        host.terminate(),
+        Some(0),
+        "exit code after SIGTERM; log:\n{}",
+        host.log()
+    );
+    host.restart();
+    let state = host.state("aggregator");
+    assert_eq!(state.len(), expected.len());
+    assert_eq!(host.read_all("totals").len(), 2_000);
+}

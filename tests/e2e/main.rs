@@ -1,0 +1,8 @@
+//! End-to-end tests: real `sluice` processes, real RocksDB, guest modules built
+//! from source by `build.rs`.
+
+mod bad_input;
+mod crash;
+mod duplicates;
+mod failures;
+mod quickstart;

@@ -1,0 +1,368 @@
+//! Test harness: guest modules built from source (see `build.rs`), real `sluice`
+//! host processes on loopback, and a small client of their HTTP API.
+//!
+//! Every process a test starts is owned by a [`HostProc`], which kills it by PID
+//! when dropped. Waits are for a condition with a deadline, never a fixed sleep.
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub use sluice::ModuleInfo;
+
+/// Directory holding one staged sub-directory per guest module.
+pub fn staged_modules() -> PathBuf {
+    PathBuf::from(env!("SLUICE_GUEST_MODULES"))
+}
+
+/// Path of a staged module's component.
+pub fn component(name: &str) -> PathBuf {
+    staged_modules().join(name).join(format!("{name}.wasm"))
+}
+
+/// Copy the named staged modules into `dir` (a host's modules directory).
+pub fn stage(dir: &Path, names: &[&str]) {
+    for n in names {
+        let to = dir.join(n);
+        std::fs::create_dir_all(&to).unwrap();
+        for f in std::fs::read_dir(staged_modules().join(n)).unwrap() {
+            let f = f.unwrap();
+            std::fs::copy(f.path(), to.join(f.file_name())).unwrap();
+        }
+    }
+}
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The host binary under test: `sluice-test-host`, which cargo builds from the
+/// host's `main.rs` next to the test executables (`<target>/<profile>/`).
+pub fn sluice_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .ancestors()
+        .skip(1)
+        .map(|d| d.join(format!("sluice-test-host{}", std::env::consts::EXE_SUFFIX)))
+        .find(|p| p.is_file());
+    bin.unwrap_or_else(|| {
+        panic!(
+            "sluice-test-host not found above {}; build it with `cargo test -p sluice-tests`",
+            exe.display()
+        )
+    })
+}
+
+/// Poll `f` until it returns `Some`, or panic after `timeout` with `what`.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A `sluice run` process with its own data directory and port.
+pub struct HostProc {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub addr: String,
+    pub port: u16,
+    log_path: PathBuf,
+    starts: u32,
+}
+
+impl HostProc {
+    /// Write a config (with `extra` TOML appended) and start the host on the
+    /// modules staged into `<dir>/modules` by `setup`.
+    pub fn start(extra: &str, setup: impl FnOnce(&Path)) -> HostProc {
+        let dir = tempfile::tempdir().unwrap();
+        let modules = dir.path().join("modules");
+        std::fs::create_dir_all(&modules).unwrap();
+        setup(&modules);
+        let port = free_port();
+        let config = dir.path().join("sluice.toml");
+        std::fs::write(
+            &config,
+            format!("data-dir = \"data\"\nmodules-dir = \"modules\"\n[api]\nlisten = \"127.0.0.1:{port}\"\n{extra}\n"),
+        )
+        .unwrap();
+        let log_path = dir.path().join("host.log");
+        let mut h = HostProc {
+            child: None,
+            addr: format!("http://127.0.0.1:{port}"),
+            port,
+            config,
+            dir,
+            log_path,
+            starts: 0,
+        };
+        h.spawn();
+        h
+    }
+
+    fn spawn(&mut self) {
+        self.starts += 1;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .unwrap();
+        let child = Command::new(sluice_bin())
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("cannot start the sluice host");
+        self.child = Some(child);
+        let addr = self.addr.clone();
+        let log_path = self.log_path.clone();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if get(&addr, "/healthz").is_ok() {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "host exited during start ({status}); log:\n{}",
+                    std::fs::read_to_string(&log_path).unwrap_or_default()
+                );
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "host did not answer /healthz within 60s; log:\n{}",
+                    std::fs::read_to_string(&log_path).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL the host (by PID) and reap it.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM the host and wait for it to exit; returns its exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        let pid = c.id() as libc::pid_t;
+        // SAFETY-free: libc::kill on our own child's PID.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(s) = c.try_wait().unwrap() {
+                return s.code();
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!("host did not exit within 30s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Start the host again on the same data directory.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// How many times the process was started.
+    pub fn starts(&self) -> u32 {
+        self.starts
+    }
+
+    /// The host's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Whether the process is running.
+    pub fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    /// `GET path` as JSON.
+    pub fn get(&self, path: &str) -> Value {
+        get(&self.addr, path).unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    /// Append events (a JSON array); panics on refusal.
+    pub fn produce(&self, topic: &str, events: &Value) -> Value {
+        produce(&self.addr, topic, events).unwrap_or_else(|e| panic!("produce to {topic}: {e}"))
+    }
+
+    /// Every event a topic holds, all partitions.
+    pub fn read_all(&self, topic: &str) -> Vec<Value> {
+        read_all(&self.addr, topic)
+    }
+
+    /// The module list.
+    pub fn modules(&self) -> Vec<ModuleInfo> {
+        serde_json::from_value(self.get("/v1/modules")).unwrap()
+    }
+
+    /// One module.
+    pub fn module(&self, name: &str) -> ModuleInfo {
+        self.modules()
+            .into_iter()
+            .find(|m| m.name == name)
+            .unwrap_or_else(|| panic!("no module {name}"))
+    }
+
+    /// A module's state: `(key, value)`.
+    pub fn state(&self, module: &str) -> Vec<(String, Value)> {
+        let v = self.get(&format!("/v1/modules/{module}/state?limit=1000000"));
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["key"].as_str().unwrap().to_string(), e["value"].clone()))
+            .collect()
+    }
+
+    /// Wait until `module` has no lag on any partition.
+    pub fn wait_caught_up(&self, module: &str, timeout: Duration) {
+        wait_for(timeout, &format!("module {module} to catch up"), || {
+            let m = self.module(module);
+            (!m.partitions.is_empty() && m.partitions.iter().all(|p| p.lag == 0)).then_some(())
+        })
+    }
+}
+
+impl Drop for HostProc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(30))
+        .build()
+}
+
+/// `GET addr+path` as JSON (or text wrapped in a JSON string).
+pub fn get(addr: &str, path: &str) -> Result<Value, String> {
+    let resp = agent()
+        .get(&format!("{addr}{path}"))
+        .call()
+        .map_err(|e| e.to_string())?;
+    let mut s = String::new();
+    resp.into_reader()
+        .read_to_string(&mut s)
+        .map_err(|e| e.to_string())?;
+    Ok(serde_json::from_str(&s).unwrap_or(Value::String(s)))
+}
+
+/// `POST` events; `Err` holds `(status, body)` as text.
+pub fn produce(addr: &str, topic: &str, events: &Value) -> Result<Value, String> {
+    match agent()
+        .post(&format!("{addr}/v1/topics/{topic}/events"))
+        .send_json(events.clone())
+    {
+        Ok(r) => r.into_json().map_err(|e| e.to_string()),
+        Err(ureq::Error::Status(code, r)) => {
+            Err(format!("{code} {}", r.into_string().unwrap_or_default()))
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// `POST` a raw body; returns `(status, JSON body)`.
+pub fn post_raw(addr: &str, path: &str, content_type: &str, body: &[u8]) -> (u16, Value) {
+    let r = agent()
+        .post(&format!("{addr}{path}"))
+        .set("content-type", content_type)
+        .send_bytes(body);
+    let (code, resp) = match r {
+        Ok(r) => (r.status(), r),
+        Err(ureq::Error::Status(code, r)) => (code, r),
+        Err(e) => panic!("POST {path}: {e}"),
+    };
+    (code, resp.into_json().unwrap_or(Value::Null))
+}
+
+/// Every event a topic holds.
+pub fn read_all(addr: &str, topic: &str) -> Vec<Value> {
+    let topics = get(addr, "/v1/topics").unwrap();
+    let t = topics
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == topic)
+        .unwrap_or_else(|| panic!("no topic {topic}"));
+    let mut out = Vec::new();
+    for p in t["partitions"].as_array().unwrap() {
+        let part = p["partition"].as_u64().unwrap();
+        let mut from = p["first"].as_u64().unwrap();
+        loop {
+            let v = get(
+                addr,
+                &format!("/v1/topics/{topic}/partitions/{part}/events?from={from}&limit=10000"),
+            )
+            .unwrap();
+            let evs = v["events"].as_array().unwrap();
+            if evs.is_empty() {
+                break;
+            }
+            out.extend(evs.iter().cloned());
+            from = v["next"].as_u64().unwrap();
+        }
+    }
+    out
+}
+
+/// Deterministic order events for `n` orders over `customers` customers:
+/// `(events as JSON, expected (total, count) per customer)`.
+pub fn orders(
+    n: usize,
+    customers: usize,
+    seed: u64,
+    id_prefix: &str,
+) -> (Vec<Value>, std::collections::BTreeMap<String, (i64, u64)>) {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut expected = std::collections::BTreeMap::new();
+    let events = (0..n)
+        .map(|i| {
+            let c = format!("c{}", rng.random_range(0..customers));
+            let amount: i64 = rng.random_range(-50..1000);
+            let e = expected.entry(c.clone()).or_insert((0i64, 0u64));
+            e.0 += amount;
+            e.1 += 1;
+            serde_json::json!({
+                "specversion": "1.0", "id": format!("{id_prefix}{i}"), "source": "/test/orders",
+                "type": "order.created", "partitionkey": c,
+                "data": {"customer": c, "amount": amount},
+            })
+        })
+        .collect();
+    (events, expected)
+}
