@@ -206,6 +206,12 @@ fn main() {
         / n;
     eprintln!("{n} events, {avg}-byte JSON payloads");
 
+    // `SLUICE_BENCH_ONLY=aggregator|filter` runs just that full path (for profiling).
+    if let Ok(m) = std::env::var("SLUICE_BENCH_ONLY") {
+        let d = full_path(&m, &evs);
+        println!("{m}: {:.0} events/s", rate(n, d));
+        return;
+    }
     let (d1, p1) = native_filter(&frames);
     let (d2, p2) = wasm_filter(&frames, &metas, 256);
     let (d2b, p2b) = wasm_filter(&frames, &metas, 1);

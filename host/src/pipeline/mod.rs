@@ -24,9 +24,9 @@ use sluice_wire::{BatchWriter, EventRef, OwnedEvent};
 use crate::config::{Manifest, StartPosition};
 use crate::dlq;
 use crate::runtime::{GuestFailure, Loaded, ModuleCtx, ModuleInstance, Runtime, Trapped};
-use crate::source::{EventLog, now_ms};
+use crate::source::{EventLog, TopicError, now_ms};
 use crate::state::txn::{InputMeta, TxnLimits};
-use crate::state::{Commit, Store, StoreError, Txn, dedup_key};
+use crate::state::{Commit, Store, Txn, dedup_key};
 use crate::util::Signal;
 
 pub use metrics::{Metrics, MetricsSnapshot};
@@ -428,7 +428,7 @@ impl Worker {
         p: u32,
         done: &[(&Item<'_>, Vec<u8>)],
         next: u64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), TopicError> {
         let expiry = now_ms() + self.ttl_ms;
         let store = self.shared.store.clone();
         let module = self.module.clone();
@@ -442,24 +442,24 @@ impl Worker {
         for (k, v) in txn.writes() {
             c.state(&module, p, k, v);
         }
-        let mut frame = Vec::with_capacity(256);
-        let emitted = txn.emitted().len();
-        for e in txn.emitted() {
-            frame.clear();
-            e.out.as_ref().encode_into(&mut frame);
-            c.outbox(&module, &frame);
-        }
         for (_, key) in done {
             c.mark_applied(key, expiry);
         }
         c.cursor(&module, topic, p, next);
-        c.commit()?;
+        // On the embedded log the outputs are appended in the same WriteBatch
+        // (ADR 0001): the log is the outbox.
+        let outputs = txn.take_emitted();
+        let emitted = outputs.len();
+        let wb = c.into_batch();
+        self.shared
+            .log
+            .append_into(wb, group_by_topic(outputs.into_iter().map(|e| e.out)))?;
+        if let Some(inst) = self.instance.as_mut() {
+            inst.txn().committed();
+        }
         self.set_cursor(topic, p, next);
         self.metrics.applied.add(done.len() as u64);
         self.metrics.emitted.add(emitted as u64);
-        if emitted > 0 {
-            self.shared.outbox_signal.ring();
-        }
         Ok(())
     }
 
@@ -591,7 +591,7 @@ impl Worker {
         attempts: u32,
         first_failure_ms: Option<u64>,
         next: u64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), TopicError> {
         let now = now_ms();
         let dl = dlq::DeadLetter {
             module: &self.module,
@@ -605,12 +605,12 @@ impl Worker {
         .record(&item.ev, &self.dlq_topic);
         tracing::warn!(module = %self.module, id = item.ev.id, topic, partition = p, offset = item.offset, class, attempts, reason = message, "dead-lettered");
         let mut c = Commit::new(&self.shared.store);
-        c.outbox(&self.module, &dl.as_ref().encode());
         c.cursor(&self.module, topic, p, next);
-        c.commit()?;
+        self.shared
+            .log
+            .append_into(c.into_batch(), vec![(self.dlq_topic.clone(), vec![dl])])?;
         self.set_cursor(topic, p, next);
         self.metrics.dead_letters.add(1);
-        self.shared.outbox_signal.ring();
         Ok(())
     }
 
@@ -621,9 +621,9 @@ impl Worker {
         offset: u64,
         frame: &[u8],
         reason: &str,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), TopicError> {
         let now = now_ms();
-        let mut ev = OwnedEvent {
+        let original = OwnedEvent {
             id: format!("{topic}/{p}/{offset}"),
             source: "/sluice/undecodable".into(),
             ty: "sluice.undecodable".into(),
@@ -633,8 +633,7 @@ impl Worker {
             offset,
             ..Default::default()
         };
-        let view = ev.as_ref().to_owned_event();
-        ev = dlq::DeadLetter {
+        let ev = dlq::DeadLetter {
             module: &self.module,
             version: &self.manifest.version,
             class: "undecodable",
@@ -643,13 +642,25 @@ impl Worker {
             first_failure_ms: now,
             last_failure_ms: now,
         }
-        .record(&view.as_ref(), &self.dlq_topic);
+        .record(&original.as_ref(), &self.dlq_topic);
         let mut c = Commit::new(&self.shared.store);
-        c.outbox(&self.module, &ev.as_ref().encode());
         c.cursor(&self.module, topic, p, offset + 1);
-        c.commit()?;
+        self.shared
+            .log
+            .append_into(c.into_batch(), vec![(self.dlq_topic.clone(), vec![ev])])?;
         self.metrics.dead_letters.add(1);
-        self.shared.outbox_signal.ring();
         Ok(())
     }
+}
+
+/// Group output events by topic, keeping their order within each topic.
+fn group_by_topic(events: impl Iterator<Item = OwnedEvent>) -> Vec<(String, Vec<OwnedEvent>)> {
+    let mut out: Vec<(String, Vec<OwnedEvent>)> = Vec::new();
+    for e in events {
+        match out.iter_mut().find(|(t, _)| *t == e.topic) {
+            Some((_, v)) => v.push(e),
+            None => out.push((e.topic.clone(), vec![e])),
+        }
+    }
+    out
 }

@@ -30,9 +30,10 @@ impl Relay {
             .name("sluice-relay".into())
             .spawn(move || {
                 let mut backoff = Duration::from_millis(10);
+                let mut next = 0;
                 loop {
                     let seen = signal.seen();
-                    match relay_once(&store, &log, 2048) {
+                    match relay_once(&store, &log, &mut next, 2048) {
                         Ok(0) => {
                             if s.load(Ordering::Relaxed) {
                                 return;
@@ -72,9 +73,15 @@ impl Drop for Relay {
     }
 }
 
-/// Publish up to `max` outbox entries. Returns how many.
-pub fn relay_once(store: &Store, log: &EventLog, max: usize) -> Result<usize, String> {
-    let page = store.outbox_page(max).map_err(|e| e.to_string())?;
+/// Publish up to `max` outbox entries from sequence `next` on, and move `next`
+/// past them. Returns how many.
+pub fn relay_once(
+    store: &Store,
+    log: &EventLog,
+    next: &mut u64,
+    max: usize,
+) -> Result<usize, String> {
+    let page = store.outbox_page(*next, max).map_err(|e| e.to_string())?;
     if page.is_empty() {
         return Ok(0);
     }
@@ -100,5 +107,9 @@ pub fn relay_once(store: &Store, log: &EventLog, max: usize) -> Result<usize, St
         }
     })
     .map_err(|e| e.to_string())?;
+    if let Some((last, _, _)) = page.last() {
+        *next = last + 1;
+        store.set_relay_next(*next);
+    }
     Ok(n)
 }

@@ -266,6 +266,18 @@ impl EventLog {
         batches: Vec<(String, Vec<OwnedEvent>)>,
         extra: impl FnOnce(&mut WriteBatch),
     ) -> Result<Vec<Vec<(u32, u64)>>, TopicError> {
+        let mut wb = WriteBatch::default();
+        extra(&mut wb);
+        self.append_into(wb, batches)
+    }
+
+    /// Append events in the same atomic write as the writes already in `wb`
+    /// (a module's commit: state, idempotency marks, cursor).
+    pub fn append_into(
+        &self,
+        mut wb: WriteBatch,
+        batches: Vec<(String, Vec<OwnedEvent>)>,
+    ) -> Result<Vec<Vec<(u32, u64)>>, TopicError> {
         let mut topics = Vec::with_capacity(batches.len());
         for (name, _) in &batches {
             let t = match self.topic(name) {
@@ -281,7 +293,6 @@ impl EventLog {
         }
         let _guard = self.append_lock.lock().unwrap();
         let cf = self.store.cf(CF_LOG);
-        let mut wb = WriteBatch::default();
         let mut placed = Vec::with_capacity(batches.len());
         let mut advanced: Vec<(Arc<Topic>, u32, u64)> = Vec::new();
         let mut frame = Vec::with_capacity(512);
@@ -318,7 +329,6 @@ impl EventLog {
             }
             placed.push(out);
         }
-        extra(&mut wb);
         self.store.write(wb)?;
         for (t, p, next) in advanced {
             let mut ps = t.partitions[p as usize].lock().unwrap();

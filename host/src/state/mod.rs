@@ -62,7 +62,13 @@ const ALL_CFS: [&str; 7] = [
 pub struct Store {
     db: DB,
     sync: bool,
+    /// Next outbox sequence number. Only read and advanced under `outbox_lock`,
+    /// together with the write, so sequence order is commit order and the relay
+    /// can safely read on from where it stopped.
     outbox_seq: AtomicU64,
+    outbox_lock: std::sync::Mutex<()>,
+    /// Where the relay will read next (entries below it are published).
+    relay_next: AtomicU64,
 }
 
 /// A state entry: `(user key, value)`.
@@ -98,6 +104,8 @@ impl Store {
             db,
             sync,
             outbox_seq: AtomicU64::new(0),
+            outbox_lock: std::sync::Mutex::new(()),
+            relay_next: AtomicU64::new(0),
         };
         let next = store
             .db
@@ -253,15 +261,23 @@ impl Store {
             .map(|v| be_u64(&v)))
     }
 
-    /// Reserve the next outbox sequence number.
-    pub fn next_outbox_seq(&self) -> u64 {
-        self.outbox_seq.fetch_add(1, Ordering::SeqCst)
+    /// Record that the relay has published everything below `next`.
+    pub fn set_relay_next(&self, next: u64) {
+        self.relay_next.store(next, Ordering::SeqCst);
     }
 
-    /// Up to `max` outbox entries in order: `(seq, module, frame)`.
-    pub fn outbox_page(&self, max: usize) -> Result<Vec<(u64, String, Vec<u8>)>, StoreError> {
+    /// Up to `max` outbox entries with sequence numbers `>= from`, in order:
+    /// `(seq, module, frame)`. Starting past what was already relayed keeps the
+    /// read from walking over the tombstones of deleted entries.
+    pub fn outbox_page(
+        &self,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<(u64, String, Vec<u8>)>, StoreError> {
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(self.cf(CF_OUTBOX), IteratorMode::Start) {
+        let start = from.to_be_bytes();
+        let mode = IteratorMode::From(&start, Direction::Forward);
+        for item in self.db.iterator_cf(self.cf(CF_OUTBOX), mode) {
             let (k, v) = item?;
             if out.len() >= max {
                 break;
@@ -279,7 +295,9 @@ impl Store {
     /// Number of entries waiting in the outbox.
     pub fn outbox_len(&self) -> Result<u64, StoreError> {
         let mut n = 0;
-        for item in self.db.iterator_cf(self.cf(CF_OUTBOX), IteratorMode::Start) {
+        let start = self.relay_next.load(Ordering::SeqCst).to_be_bytes();
+        let mode = IteratorMode::From(&start, Direction::Forward);
+        for item in self.db.iterator_cf(self.cf(CF_OUTBOX), mode) {
             item?;
             n += 1;
         }
@@ -287,18 +305,37 @@ impl Store {
     }
 
     /// Delete idempotency marks that expired before `now_ms`. Returns how many.
+    ///
+    /// A mark is deleted only if its stored expiry has passed too, so a mark
+    /// written again after an earlier one expired is kept.
     pub fn sweep_expired(&self, now_ms: u64) -> Result<u64, StoreError> {
         let exp = self.cf(CF_DEDUP_EXP);
+        let dedup = self.cf(CF_DEDUP);
         let mut batch = WriteBatch::default();
         let mut n = 0;
         let mut ro = ReadOptions::default();
         ro.set_iterate_upper_bound(now_ms.to_be_bytes().to_vec());
         for item in self.db.iterator_cf_opt(exp, ro, IteratorMode::Start) {
-            let (k, _) = item?;
+            let (k, v) = item?;
             batch.delete_cf(exp, &k);
-            batch.delete_cf(self.cf(CF_DEDUP), &k[8..]);
-            n += 1;
-            if n % 10_000 == 0 {
+            let mut rest = &v[..];
+            while rest.len() >= 12 {
+                let expiry = be_u64(&rest[..8]);
+                let len = u32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]]) as usize;
+                let Some(key) = rest.get(12..12 + len) else {
+                    break;
+                };
+                rest = &rest[12 + len..];
+                if expiry > now_ms {
+                    continue;
+                }
+                let current = self.db.get_cf(dedup, key)?.map(|c| be_u64(&c));
+                if current.is_some_and(|c| c <= now_ms) {
+                    batch.delete_cf(dedup, key);
+                    n += 1;
+                }
+            }
+            if batch.len() >= 10_000 {
                 self.write(std::mem::take(&mut batch))?;
             }
         }
@@ -363,6 +400,9 @@ pub fn cursor_key(module: &str, topic: &str, partition: u32) -> Vec<u8> {
 pub struct Commit<'s> {
     store: &'s Store,
     batch: WriteBatch,
+    outbox: Vec<Vec<u8>>,
+    /// Idempotency marks of this commit by expiry, for one index entry each.
+    marks: Vec<(u64, Vec<u8>)>,
 }
 
 impl<'s> Commit<'s> {
@@ -371,6 +411,8 @@ impl<'s> Commit<'s> {
         Commit {
             store,
             batch: WriteBatch::default(),
+            outbox: Vec::new(),
+            marks: Vec::new(),
         }
     }
     /// Write or delete a state key.
@@ -385,10 +427,7 @@ impl<'s> Commit<'s> {
     pub fn mark_applied(&mut self, dedup_key: &[u8], expiry_ms: u64) {
         self.batch
             .put_cf(self.store.cf(CF_DEDUP), dedup_key, expiry_ms.to_be_bytes());
-        let mut ek = Vec::with_capacity(8 + dedup_key.len());
-        ek.extend_from_slice(&expiry_ms.to_be_bytes());
-        ek.extend_from_slice(dedup_key);
-        self.batch.put_cf(self.store.cf(CF_DEDUP_EXP), ek, []);
+        self.marks.push((expiry_ms, dedup_key.to_vec()));
     }
     /// Set a cursor.
     pub fn cursor(&mut self, module: &str, topic: &str, partition: u32, next: u64) {
@@ -400,17 +439,66 @@ impl<'s> Commit<'s> {
     }
     /// Queue an event frame for the relay.
     pub fn outbox(&mut self, module: &str, frame: &[u8]) {
-        let seq = self.store.next_outbox_seq();
         let mut v = Vec::with_capacity(4 + module.len() + frame.len());
         v.extend_from_slice(&(module.len() as u32).to_be_bytes());
         v.extend_from_slice(module.as_bytes());
         v.extend_from_slice(frame);
-        self.batch
-            .put_cf(self.store.cf(CF_OUTBOX), seq.to_be_bytes(), v);
+        self.outbox.push(v);
     }
+    /// The finished batch, for a caller that adds more writes (the embedded
+    /// log appends a module's outputs to it). Outbox entries need [`commit`](Self::commit).
+    pub fn into_batch(mut self) -> WriteBatch {
+        debug_assert!(
+            self.outbox.is_empty(),
+            "outbox entries are written by commit()"
+        );
+        self.index_marks();
+        self.batch
+    }
+
+    /// One expiry-index entry per commit (not per event): key `expiry | first
+    /// mark`, value the marks' keys, each `u32 len | key`. The sweep reads it
+    /// back to delete the marks.
+    fn index_marks(&mut self) {
+        let marks = std::mem::take(&mut self.marks);
+        let Some((expiry, first)) = marks.first() else {
+            return;
+        };
+        let mut k = Vec::with_capacity(8 + first.len());
+        k.extend_from_slice(&expiry.to_be_bytes());
+        k.extend_from_slice(first);
+        let mut v = Vec::with_capacity(marks.iter().map(|(_, m)| m.len() + 12).sum());
+        for (e, m) in &marks {
+            v.extend_from_slice(&e.to_be_bytes());
+            v.extend_from_slice(&(m.len() as u32).to_be_bytes());
+            v.extend_from_slice(m);
+        }
+        self.batch.put_cf(self.store.cf(CF_DEDUP_EXP), k, v);
+    }
+
     /// Write it all, atomically.
-    pub fn commit(self) -> Result<(), StoreError> {
-        self.store.write(self.batch)
+    pub fn commit(mut self) -> Result<(), StoreError> {
+        self.index_marks();
+        if self.outbox.is_empty() {
+            return self.store.write(self.batch);
+        }
+        // Sequence numbers are taken and written under one lock, so a lower
+        // number is never committed after a higher one.
+        let _order = self
+            .store
+            .outbox_lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let cf = self.store.cf(CF_OUTBOX);
+        let first = self.store.outbox_seq.load(Ordering::SeqCst);
+        for (i, v) in self.outbox.iter().enumerate() {
+            self.batch.put_cf(cf, (first + i as u64).to_be_bytes(), v);
+        }
+        self.store.write(self.batch)?;
+        self.store
+            .outbox_seq
+            .store(first + self.outbox.len() as u64, Ordering::SeqCst);
+        Ok(())
     }
 }
 
@@ -426,6 +514,8 @@ mod tests {
         let fresh = dedup_key("m", 0, "/s", "fresh");
         let mut c = Commit::new(&store);
         c.mark_applied(&old, 1_000);
+        c.commit().unwrap();
+        let mut c = Commit::new(&store);
         c.mark_applied(&fresh, 5_000);
         c.commit().unwrap();
         assert_eq!(
@@ -435,6 +525,24 @@ mod tests {
         assert_eq!(store.sweep_expired(2_000).unwrap(), 1);
         assert!(!store.dedup_present(&old).unwrap());
         assert!(store.dedup_present(&fresh).unwrap());
+        // Applied again after its mark expired, before a sweep: the old index
+        // entry must not delete the new mark.
+        let again = dedup_key("m", 0, "/s", "again");
+        for expiry in [3_000, 9_000] {
+            let mut c = Commit::new(&store);
+            c.mark_applied(&again, expiry);
+            c.commit().unwrap();
+        }
+        assert_eq!(
+            store.sweep_expired(6_000).unwrap(),
+            1,
+            "only `fresh` expired"
+        );
+        assert!(store.dedup_present(&again).unwrap());
+        assert_eq!(
+            store.applied(std::slice::from_ref(&again), 6_000).unwrap(),
+            [true]
+        );
     }
 
     #[test]
@@ -448,9 +556,9 @@ mod tests {
             c.commit().unwrap();
         }
         let store = Store::open(dir.path(), false).unwrap();
-        let page = store.outbox_page(10).unwrap();
+        let page = store.outbox_page(0, 10).unwrap();
         assert_eq!(page.len(), 2);
         assert_eq!(page[1].2, b"two");
-        assert_eq!(store.next_outbox_seq(), 2);
+        assert_eq!(store.outbox_seq.load(Ordering::SeqCst), 2);
     }
 }

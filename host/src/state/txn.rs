@@ -81,6 +81,8 @@ impl std::fmt::Display for LimitHit {
 pub struct Txn {
     store: Arc<Store>,
     module: Arc<str>,
+    /// `source` of every event this module emits.
+    output_source: Arc<str>,
     produce: Arc<[String]>,
     limits: TxnLimits,
     partition: u32,
@@ -90,6 +92,11 @@ pub struct Txn {
     current: usize,
     writes: Vec<(usize, Vec<u8>, Option<Vec<u8>>)>,
     view: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Committed values read or written recently, by `partition | key`. This
+    /// pipeline is the only writer of its module's state, so the cache stays
+    /// true; it is dropped with the instance (after a trap) and when it grows
+    /// past `CACHE_ENTRIES`.
+    cache: HashMap<Vec<u8>, Option<Vec<u8>>>,
     emitted: Vec<Emitted>,
     emits_this_event: u32,
     writes_this_event: u32,
@@ -109,6 +116,7 @@ impl Txn {
     ) -> Txn {
         Txn {
             store,
+            output_source: format!("/sluice/{module}").into(),
             module,
             produce,
             limits,
@@ -118,6 +126,7 @@ impl Txn {
             current: 0,
             writes: Vec::new(),
             view: HashMap::new(),
+            cache: HashMap::new(),
             emitted: Vec::new(),
             emits_this_event: 0,
             writes_this_event: 0,
@@ -158,13 +167,42 @@ impl Txn {
         if let Some(v) = self.view.get(key) {
             return v.clone();
         }
+        let ck = cache_key(self.partition, key);
+        if let Some(v) = self.cache.get(&ck) {
+            return v.clone();
+        }
         match self.store.get_state(&self.module, self.partition, key) {
-            Ok(v) => v,
+            Ok(v) => {
+                self.cache_put(ck, v.clone());
+                v
+            }
             Err(e) => {
                 self.store_error = Some(e.to_string());
                 None
             }
         }
+    }
+
+    fn cache_put(&mut self, ck: Vec<u8>, v: Option<Vec<u8>>) {
+        if self.cache.len() >= CACHE_ENTRIES {
+            self.cache.clear();
+        }
+        self.cache.insert(ck, v);
+    }
+
+    /// The batch's (remaining) writes were committed: keep them in the cache.
+    pub fn committed(&mut self) {
+        let writes = std::mem::take(&mut self.writes);
+        for (_, k, v) in writes {
+            let ck = cache_key(self.partition, &k);
+            self.cache_put(ck, v);
+        }
+        self.view.clear();
+    }
+
+    /// Take the queued output events (to commit them).
+    pub fn take_emitted(&mut self) -> Vec<Emitted> {
+        std::mem::take(&mut self.emitted)
     }
 
     /// Write (`Some`) or delete (`None`) a key.
@@ -262,7 +300,7 @@ impl Txn {
         }
         let out = OwnedEvent {
             id: output_id(&self.module, &input.source, &input.id, index),
-            source: format!("/sluice/{}", self.module),
+            source: self.output_source.to_string(),
             ty,
             subject,
             time: Some(time),
@@ -325,6 +363,15 @@ impl Txn {
     }
 }
 
+const CACHE_ENTRIES: usize = 100_000;
+
+fn cache_key(partition: u32, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(4 + key.len());
+    k.extend_from_slice(&partition.to_be_bytes());
+    k.extend_from_slice(key);
+    k
+}
+
 /// The deterministic id of the `index`-th event a module emitted for an input.
 pub fn output_id(module: &str, source: &str, id: &str, index: u32) -> String {
     let mut h = Sha256::new();
@@ -336,10 +383,11 @@ pub fn output_id(module: &str, source: &str, id: &str, index: u32) -> String {
     h.update([0]);
     h.update(index.to_be_bytes());
     let d = h.finalize();
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(32);
     for b in &d[..16] {
-        use std::fmt::Write;
-        let _ = write!(s, "{b:02x}");
+        s.push(HEX[(b >> 4) as usize] as char);
+        s.push(HEX[(b & 15) as usize] as char);
     }
     s
 }
