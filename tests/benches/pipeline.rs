@@ -7,7 +7,7 @@
 //! 2. the same logic as a component through the host's invoke path, no I/O
 //!    (batch encode, `handle-batch`, overlay), and the one-event-per-call path;
 //! 3. the full path: embedded log -> filter -> commit;
-//! 4. the aggregator with state, idempotency marks and outputs.
+//! 4. the aggregator with state, idempotency marks and outputs, committed.
 //!
 //! Each measurement is the best of several runs; ratios are against (1) in the
 //! same run.
@@ -230,7 +230,7 @@ fn main() {
         ("3", "full path: embedded log -> filter -> commit", d3),
         (
             "4",
-            "aggregator: log -> state + idempotency + outbox -> commit",
+            "aggregator: log -> state + idempotency + outputs -> commit",
             d4,
         ),
     ] {
