@@ -1,7 +1,44 @@
 //! Small synchronisation helpers shared by the host's threads.
 
-use std::sync::{Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
+
+/// A named thread that watches a stop flag; `stop` (or drop) sets the flag and
+/// waits for the thread to finish.
+pub struct StoppableThread {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StoppableThread {
+    /// Start `f` on a thread called `name`; `f` should return soon after `stop` is set.
+    pub fn spawn(
+        name: String,
+        stop: Arc<AtomicBool>,
+        f: impl FnOnce() + Send + 'static,
+    ) -> std::io::Result<Self> {
+        let thread = std::thread::Builder::new().name(name).spawn(f)?;
+        Ok(StoppableThread {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Set the stop flag and wait for the thread.
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for StoppableThread {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
 
 /// A counter threads can wait on: `ring` wakes every `wait` that started before it.
 #[derive(Default)]

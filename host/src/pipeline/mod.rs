@@ -27,7 +27,7 @@ use crate::runtime::{GuestFailure, Loaded, ModuleCtx, ModuleInstance, Runtime, T
 use crate::source::{EventLog, TopicError, now_ms};
 use crate::state::txn::{InputMeta, TxnLimits};
 use crate::state::{Commit, Store, Txn, dedup_key};
-use crate::util::Signal;
+use crate::util::{Signal, StoppableThread};
 
 pub use metrics::{Metrics, MetricsSnapshot};
 
@@ -48,8 +48,7 @@ pub struct Pipeline {
     pub metrics: Arc<Metrics>,
     /// `running`, `stopped`, or `failed: <reason>`.
     pub status: Arc<Mutex<String>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    thread: StoppableThread,
 }
 
 impl Pipeline {
@@ -69,38 +68,26 @@ impl Pipeline {
         .map_err(|e| format!("module {}: {e:#}", manifest.name))?;
         let st = status.clone();
         let name = manifest.name.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("module-{name}"))
-            .spawn(move || {
-                if let Err(e) = worker.run() {
-                    tracing::error!(module = %name, error = %e, "module stopped");
-                    *st.lock().unwrap() = format!("failed: {e}");
-                } else {
-                    *st.lock().unwrap() = "stopped".into();
-                }
-            })
-            .map_err(|e| format!("cannot start a thread for module {}: {e}", manifest.name))?;
+        let thread = StoppableThread::spawn(format!("module-{name}"), stop, move || {
+            if let Err(e) = worker.run() {
+                tracing::error!(module = %name, error = %e, "module stopped");
+                *st.lock().unwrap() = format!("failed: {e}");
+            } else {
+                *st.lock().unwrap() = "stopped".into();
+            }
+        })
+        .map_err(|e| format!("cannot start a thread for module {}: {e}", manifest.name))?;
         Ok(Pipeline {
             manifest,
             metrics,
             status,
-            stop,
-            thread: Some(thread),
+            thread,
         })
     }
 
     /// Ask the module to stop after its current event and wait for it.
     pub fn stop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for Pipeline {
-    fn drop(&mut self) {
-        self.stop();
+        self.thread.stop();
     }
 }
 
@@ -127,6 +114,20 @@ struct Item<'a> {
     offset: u64,
     frame: &'a [u8],
     ev: EventRef<'a>,
+}
+
+/// A failed attempt at one event.
+enum Attempt {
+    Failed(GuestFailure),
+    Trapped(Trapped),
+}
+
+/// Why and how often an event failed, for its dead letter.
+struct Failed<'a> {
+    class: &'a str,
+    message: &'a str,
+    attempts: u32,
+    first_failure_ms: Option<u64>,
 }
 
 enum Single {
@@ -473,49 +474,36 @@ impl Worker {
         item: &Item<'_>,
         key: &[u8],
         mut attempts: u32,
-        mut failure: Option<GuestFailure>,
+        failure: Option<GuestFailure>,
         next: u64,
     ) -> anyhow::Result<Single> {
         let policy = self.manifest.retry.clone();
-        let first_failure = if attempts > 0 { Some(now_ms()) } else { None };
-        let mut first_failure_ms = first_failure;
+        let mut failure = failure.map(Attempt::Failed);
+        let mut first_failure_ms = failure.as_ref().map(|_| now_ms());
         loop {
-            // Decide what the last failure means.
+            // Decide what the last failed attempt means: dead letter, or try again.
             if let Some(f) = failure.take() {
-                match f {
-                    GuestFailure::Reject(m) => {
+                let (class, message, retryable) = match f {
+                    Attempt::Failed(GuestFailure::Reject(m)) => {
                         self.metrics.rejected.add(1);
-                        self.dead_letter(
-                            topic,
-                            p,
-                            item,
-                            "reject",
-                            &m,
-                            attempts,
-                            first_failure_ms,
-                            next,
-                        )?;
-                        return Ok(Single::Done);
+                        ("reject", m, false)
                     }
-                    GuestFailure::Retry(m) => {
-                        if attempts >= policy.max_attempts {
-                            self.dead_letter(
-                                topic,
-                                p,
-                                item,
-                                "retry",
-                                &m,
-                                attempts,
-                                first_failure_ms,
-                                next,
-                            )?;
-                            return Ok(Single::Done);
-                        }
-                        self.metrics.retries.add(1);
-                        if !self.backoff(attempts) {
-                            return Ok(Single::Stopped);
-                        }
-                    }
+                    Attempt::Failed(GuestFailure::Retry(m)) => ("retry", m, true),
+                    Attempt::Trapped(t) => (t.kind.as_str(), t.message, policy.retry_traps),
+                };
+                if !retryable || attempts >= policy.max_attempts {
+                    let failed = Failed {
+                        class,
+                        message: &message,
+                        attempts,
+                        first_failure_ms,
+                    };
+                    self.dead_letter(topic, p, item, failed, next)?;
+                    return Ok(Single::Done);
+                }
+                self.metrics.retries.add(1);
+                if !self.backoff(attempts) {
+                    return Ok(Single::Stopped);
                 }
             }
             let inst = self.instance()?;
@@ -523,40 +511,24 @@ impl Worker {
             let r = inst.call_one(&item.ev);
             inst.txn().take_store_error()?;
             attempts += 1;
-            match r {
-                Ok(Ok(())) => {
-                    self.commit_txn(topic, p, &[(item, key.to_vec())], next)?;
-                    return Ok(Single::Done);
-                }
+            if r.as_ref().is_ok_and(Result::is_ok) {
+                self.commit_txn(topic, p, &[(item, key.to_vec())], next)?;
+                return Ok(Single::Done);
+            }
+            first_failure_ms.get_or_insert_with(now_ms);
+            failure = Some(match r {
                 Ok(Err(f)) => {
-                    first_failure_ms.get_or_insert_with(now_ms);
                     tracing::debug!(module = %self.module, id = item.ev.id, attempts, failure = ?f, "event failed");
-                    failure = Some(f);
+                    Attempt::Failed(f)
                 }
                 Err(trap) => {
-                    first_failure_ms.get_or_insert_with(now_ms);
                     self.metrics.trap(trap.kind);
                     self.instance = None;
                     tracing::warn!(module = %self.module, id = item.ev.id, attempts, kind = trap.kind.as_str(), error = %trap.message, "event trapped");
-                    if !policy.retry_traps || attempts >= policy.max_attempts {
-                        self.dead_letter(
-                            topic,
-                            p,
-                            item,
-                            trap.kind.as_str(),
-                            &trap.message,
-                            attempts,
-                            first_failure_ms,
-                            next,
-                        )?;
-                        return Ok(Single::Done);
-                    }
-                    self.metrics.retries.add(1);
-                    if !self.backoff(attempts) {
-                        return Ok(Single::Stopped);
-                    }
+                    Attempt::Trapped(trap)
                 }
-            }
+                Ok(Ok(())) => unreachable!("handled above"),
+            });
         }
     }
 
@@ -580,18 +552,20 @@ impl Worker {
         true
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn dead_letter(
         &mut self,
         topic: &str,
         p: u32,
         item: &Item<'_>,
-        class: &str,
-        message: &str,
-        attempts: u32,
-        first_failure_ms: Option<u64>,
+        failed: Failed<'_>,
         next: u64,
     ) -> Result<(), TopicError> {
+        let Failed {
+            class,
+            message,
+            attempts,
+            first_failure_ms,
+        } = failed;
         let now = now_ms();
         let dl = dlq::DeadLetter {
             module: &self.module,

@@ -9,12 +9,11 @@ use sluice_wire::EventRef;
 
 use crate::source::EventLog;
 use crate::state::{CF_OUTBOX, Store};
-use crate::util::Signal;
+use crate::util::{Signal, StoppableThread};
 
 /// Publishes committed outputs from the outbox.
 pub struct Relay {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    thread: StoppableThread,
 }
 
 impl Relay {
@@ -26,50 +25,36 @@ impl Relay {
     ) -> std::io::Result<Relay> {
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("sluice-relay".into())
-            .spawn(move || {
-                let mut backoff = Duration::from_millis(10);
-                let mut next = 0;
-                loop {
-                    let seen = signal.seen();
-                    match relay_once(&store, &log, &mut next, 2048) {
-                        Ok(0) => {
-                            if s.load(Ordering::Relaxed) {
-                                return;
-                            }
-                            signal.wait(seen, Duration::from_millis(100));
+        let thread = StoppableThread::spawn("sluice-relay".into(), stop, move || {
+            let mut backoff = Duration::from_millis(10);
+            let mut next = 0;
+            loop {
+                let seen = signal.seen();
+                match relay_once(&store, &log, &mut next, 2048) {
+                    Ok(0) => {
+                        if s.load(Ordering::Relaxed) {
+                            return;
                         }
-                        Ok(_) => backoff = Duration::from_millis(10),
-                        Err(e) => {
-                            tracing::error!(error = %e, "outbox relay failed; retrying");
-                            if s.load(Ordering::Relaxed) {
-                                return;
-                            }
-                            std::thread::sleep(backoff);
-                            backoff = (backoff * 2).min(Duration::from_secs(5));
+                        signal.wait(seen, Duration::from_millis(100));
+                    }
+                    Ok(_) => backoff = Duration::from_millis(10),
+                    Err(e) => {
+                        tracing::error!(error = %e, "outbox relay failed; retrying");
+                        if s.load(Ordering::Relaxed) {
+                            return;
                         }
+                        std::thread::sleep(backoff);
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
                     }
                 }
-            })?;
-        Ok(Relay {
-            stop,
-            thread: Some(thread),
-        })
+            }
+        })?;
+        Ok(Relay { thread })
     }
 
     /// Drain what is committed, then stop.
     pub fn stop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.stop();
+        self.thread.stop();
     }
 }
 
