@@ -83,15 +83,10 @@ pub enum StartPosition {
 
 impl<'de> Deserialize<'de> for StartPosition {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            N(u64),
-            S(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::N(n) => Ok(StartPosition::Offset(n)),
-            Raw::S(s) => match s.as_str() {
+        use super::units::serde_units::NumberOrString;
+        match NumberOrString::deserialize(d)? {
+            NumberOrString::N(n) => Ok(StartPosition::Offset(n)),
+            NumberOrString::S(s) => match s.as_str() {
                 "earliest" => Ok(StartPosition::Earliest),
                 "latest" => Ok(StartPosition::Latest),
                 other => {

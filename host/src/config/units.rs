@@ -45,16 +45,18 @@ pub(crate) mod serde_units {
         super::parse_duration(&s).map_err(serde::de::Error::custom)
     }
 
+    /// A TOML value written either as a number or as a string.
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    pub enum NumberOrString {
+        N(u64),
+        S(String),
+    }
+
     pub fn size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            N(u64),
-            S(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::N(n) => Ok(n),
-            Raw::S(s) => super::parse_size(&s).map_err(serde::de::Error::custom),
+        match NumberOrString::deserialize(d)? {
+            NumberOrString::N(n) => Ok(n),
+            NumberOrString::S(s) => super::parse_size(&s).map_err(serde::de::Error::custom),
         }
     }
 }

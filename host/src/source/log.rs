@@ -120,49 +120,18 @@ impl EventLog {
     }
 
     fn load_topic(&self, name: &str, partitions: u32) -> Result<Topic, TopicError> {
-        let cf = self.store.cf(CF_LOG);
         let mut parts = Vec::new();
         for p in 0..partitions {
             let lo = log_key(name, p, 0);
             let hi = log_key(name, p, u64::MAX);
-            let first = match self
-                .store
-                .db()
-                .iterator_cf(cf, IteratorMode::From(&lo, Direction::Forward))
-                .next()
-            {
-                Some(item) => {
-                    let (k, _) = item?;
-                    if k.len() == lo.len() && k[..lo.len() - 8] == lo[..lo.len() - 8] {
-                        Some(be_u64(&k[k.len() - 8..]))
-                    } else {
-                        None
-                    }
-                }
-                None => None,
-            };
-            let last = match self
-                .store
-                .db()
-                .iterator_cf(cf, IteratorMode::From(&hi, Direction::Reverse))
-                .next()
-            {
-                Some(item) => {
-                    let (k, _) = item?;
-                    if k.len() == hi.len() && k[..hi.len() - 8] == hi[..hi.len() - 8] {
-                        Some(be_u64(&k[k.len() - 8..]))
-                    } else {
-                        None
-                    }
-                }
-                None => None,
-            };
+            let first = self.offset_at(&lo, Direction::Forward)?;
+            let last = self.offset_at(&hi, Direction::Reverse)?;
             let (first, next) = match (first, last) {
                 (Some(f), Some(l)) => (f, l + 1),
-                _ => (
-                    self.stored_low_water(name, p)?,
-                    self.stored_low_water(name, p)?,
-                ),
+                _ => {
+                    let low = self.stored_low_water(name, p)?;
+                    (low, low)
+                }
             };
             parts.push(Mutex::new(PartitionState { first, next }));
         }
@@ -170,6 +139,23 @@ impl EventLog {
             partitions: parts,
             round_robin: AtomicU64::new(0),
         })
+    }
+
+    /// The offset of the first log key at or beyond `key` in `direction`, if it
+    /// belongs to the same topic partition.
+    fn offset_at(&self, key: &[u8], direction: Direction) -> Result<Option<u64>, TopicError> {
+        let cf = self.store.cf(CF_LOG);
+        let Some(item) = self
+            .store
+            .db()
+            .iterator_cf(cf, IteratorMode::From(key, direction))
+            .next()
+        else {
+            return Ok(None);
+        };
+        let (k, _) = item?;
+        let prefix = key.len() - 8;
+        Ok((k.len() == key.len() && k[..prefix] == key[..prefix]).then(|| be_u64(&k[prefix..])))
     }
 
     /// The next offset of an emptied partition is remembered in `meta` so that
@@ -294,7 +280,8 @@ impl EventLog {
         let _guard = self.append_lock.lock().unwrap();
         let cf = self.store.cf(CF_LOG);
         let mut placed = Vec::with_capacity(batches.len());
-        let mut advanced: Vec<(Arc<Topic>, u32, u64)> = Vec::new();
+        // Next offset per (topic, partition) touched by this append.
+        let mut advanced: HashMap<(usize, u32), (Arc<Topic>, u64)> = HashMap::new();
         let mut frame = Vec::with_capacity(512);
         for ((name, events), t) in batches.into_iter().zip(&topics) {
             let n = t.partitions.len() as u32;
@@ -304,14 +291,11 @@ impl EventLog {
                     Some(k) => super::partition::for_key(k, n),
                     None => (t.round_robin.fetch_add(1, Ordering::Relaxed) % n as u64) as u32,
                 };
-                let offset = {
-                    let next = advanced
-                        .iter()
-                        .rev()
-                        .find(|(at, ap, _)| Arc::ptr_eq(at, t) && *ap == p)
-                        .map(|(_, _, o)| *o);
-                    next.unwrap_or_else(|| t.partitions[p as usize].lock().unwrap().next)
-                };
+                let slot = advanced
+                    .entry((Arc::as_ptr(t) as usize, p))
+                    .or_insert_with(|| (t.clone(), t.partitions[p as usize].lock().unwrap().next));
+                let offset = slot.1;
+                slot.1 += 1;
                 ev.topic.clone_from(&name);
                 ev.partition = p;
                 ev.offset = offset;
@@ -324,13 +308,12 @@ impl EventLog {
                 frame.clear();
                 ev.as_ref().encode_into(&mut frame);
                 wb.put_cf(cf, log_key(&name, p, offset), &frame);
-                advanced.push((t.clone(), p, offset + 1));
                 out.push((p, offset));
             }
             placed.push(out);
         }
         self.store.write(wb)?;
-        for (t, p, next) in advanced {
+        for ((_, p), (t, next)) in advanced {
             let mut ps = t.partitions[p as usize].lock().unwrap();
             ps.next = ps.next.max(next);
         }

@@ -11,6 +11,15 @@ struct Order<'a> {
     amount: i64,
 }
 
+/// The `total.updated` event.
+#[derive(Serialize)]
+struct Update<'a> {
+    customer: &'a str,
+    total: i64,
+    count: u64,
+    input: &'a str,
+}
+
 /// What is stored per customer, and published on every change.
 #[derive(Serialize, Deserialize, Default, Debug, PartialEq)]
 pub struct Total {
@@ -28,12 +37,12 @@ pub fn handle(event: &Event) -> Result {
     state::set_json(&key, &t)?;
     Output::new("totals", "total.updated")
         .key(order.customer)
-        .json(&serde_json::json!({
-            "customer": order.customer,
-            "total": t.total,
-            "count": t.count,
-            "input": event.id,
-        }))?
+        .json(&Update {
+            customer: order.customer,
+            total: t.total,
+            count: t.count,
+            input: event.id,
+        })?
         .send()
 }
 
