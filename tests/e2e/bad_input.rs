@@ -57,6 +57,58 @@ fn malformed_events_get_a_4xx_with_the_reason() {
         ok["events"][0]["id"],
         format!("in/{}/0", ok["events"][0]["partition"])
     );
+
+    // CloudEvents HTTP binary mode: attributes in ce-* headers, body = data.
+    let r = ureq::post(&format!("{}/v1/topics/in/events", host.addr))
+        .set("ce-specversion", "1.0")
+        .set("ce-type", "raw.bytes")
+        .set("ce-id", "b-1")
+        .set("ce-source", "/bin")
+        .set("ce-partitionkey", "k1")
+        .set("content-type", "application/octet-stream")
+        .send_bytes(&[0, 159, 146, 150])
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let stored: Vec<_> = host
+        .read_all("in")
+        .into_iter()
+        .filter(|e| e["id"] == "b-1")
+        .collect();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(
+        stored[0]["data_base64"], "AJ+Slg==",
+        "raw bytes kept: {}",
+        stored[0]
+    );
+    assert_eq!(stored[0]["partitionkey"], "k1");
+    let (code, body) = post_raw(&host.addr, "/v1/topics/in/events", "text/plain", b"x");
+    assert_eq!(code, 400, "no ce-type and not JSON: {body}");
+
+    // `sluice produce` names the file and line of a bad event, and stops there.
+    let file = host.dir.path().join("events.jsonl");
+    std::fs::write(
+        &file,
+        "{\"type\":\"t\",\"id\":\"p-1\"}\n{\"id\":\"p-2\"}\n{\"type\":\"t\"}\n",
+    )
+    .unwrap();
+    let out = Command::new(sluice_bin())
+        .args(["produce", "in", "--batch", "1", "--file"])
+        .arg(&file)
+        .env("SLUICE_ADDR", &host.addr)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("events.jsonl:2") && err.contains("`type`"),
+        "{err}"
+    );
+    let ids: Vec<_> = host
+        .read_all("in")
+        .into_iter()
+        .map(|e| e["id"].clone())
+        .collect();
+    assert!(ids.contains(&json!("p-1")) && !ids.contains(&json!("p-2")));
 }
 
 #[test]
