@@ -78,7 +78,7 @@ mod wasm {
         state::get(key)
     }
     pub fn state_set(key: &[u8], value: &[u8]) -> Result {
-        state::set(key, value).map_err(Failure::Retry)
+        state::set(key, value).map_err(Failure::Reject)
     }
     pub fn state_delete(key: &[u8]) {
         state::delete(key)
@@ -103,7 +103,7 @@ mod wasm {
             datacontenttype: out.datacontenttype.as_deref(),
             headers: &headers,
         })
-        .map_err(Failure::Retry)
+        .map_err(Failure::Reject)
     }
 
     pub fn log(level: crate::log::Level, msg: &str) {

@@ -81,8 +81,8 @@ impl<'a> Output<'a> {
         self.headers.push((name.into(), value.as_ref().to_vec()));
         self
     }
-    /// Queue the event. Fails (as a retry) if the topic is not declared in the
-    /// manifest or an output limit is reached.
+    /// Queue the event. Fails (as a reject: retrying would fail the same way) if
+    /// the topic is not declared in the manifest or an output limit is reached.
     pub fn send(self) -> Result {
         backend::emit(&self)
     }

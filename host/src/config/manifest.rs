@@ -253,6 +253,12 @@ impl Manifest {
             return Err("subscribe: a module needs at least one [[subscribe]] topic".into());
         }
         for (i, s) in self.subscribe.iter().enumerate() {
+            if self.subscribe[..i].iter().any(|o| o.topic == s.topic) {
+                return Err(format!(
+                    "subscribe[{i}].topic: `{}` is subscribed twice; list all its types in one entry",
+                    s.topic
+                ));
+            }
             if !valid_name(&s.topic) {
                 return Err(format!(
                     "subscribe[{i}].topic: `{}` is not a valid topic name",
@@ -380,6 +386,11 @@ min = 10
         assert!(e.contains("subscribe[0].topic"), "{e}");
         let e = parse("name = \"a\"\nversion = \"1\"\ncomponent = \"a.wasm\"\n").unwrap_err();
         assert!(e.contains("subscribe"), "{e}");
+        let e = parse(&format!("{BASE}[[subscribe]]\ntopic = \"t\"\n")).unwrap_err();
+        assert!(
+            e.contains("subscribe[1].topic") && e.contains("twice"),
+            "{e}"
+        );
         let e = parse(&BASE.replace("component = \"a.wasm\"\n", "")).unwrap_err();
         assert!(e.contains("component"), "{e}");
     }

@@ -31,6 +31,8 @@ pub struct Metrics {
     pub rejected: Counter,
     pub dead_letters: Counter,
     pub batches: Counter,
+    /// Events deleted by retention before this module read them.
+    pub lost_to_retention: Counter,
     pub traps_deadline: Counter,
     pub traps_memory: Counter,
     pub traps_stack: Counter,
@@ -50,6 +52,8 @@ pub struct MetricsSnapshot {
     pub rejected: u64,
     pub dead_letters: u64,
     pub batches: u64,
+    #[serde(default)]
+    pub lost_to_retention: u64,
     pub traps: std::collections::BTreeMap<String, u64>,
 }
 
@@ -88,6 +92,7 @@ impl Metrics {
             rejected: self.rejected.get(),
             dead_letters: self.dead_letters.get(),
             batches: self.batches.get(),
+            lost_to_retention: self.lost_to_retention.get(),
             traps,
         }
     }

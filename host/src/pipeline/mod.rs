@@ -23,7 +23,7 @@ use sluice_wire::{BatchWriter, EventRef, OwnedEvent};
 
 use crate::config::{Manifest, StartPosition};
 use crate::dlq;
-use crate::runtime::{GuestFailure, Loaded, ModuleCtx, ModuleInstance, Runtime, Trapped};
+use crate::runtime::{GuestFailure, Loaded, ModuleCtx, ModuleInstance, Runtime, TrapKind, Trapped};
 use crate::source::{EventLog, TopicError, now_ms};
 use crate::state::txn::{InputMeta, TxnLimits};
 use crate::state::{Commit, Store, Txn, dedup_key};
@@ -272,6 +272,11 @@ impl Worker {
         let Some(last) = records.last() else {
             return Ok(false);
         };
+        if records[0].offset > from {
+            let lost = records[0].offset - from;
+            tracing::warn!(module = %self.module, topic, partition = p, from, to = records[0].offset, "retention deleted {lost} events this module had not read");
+            self.metrics.lost_to_retention.add(lost);
+        }
         let end = last.offset + 1;
         let types = &self.subs[si].1;
 
@@ -414,11 +419,28 @@ impl Worker {
             metas.push(Self::meta(&it.ev));
         }
         let bytes = batch.finish();
+        self.metrics.batches.add(1);
         let inst = self.instance()?;
         inst.txn().begin(p, metas);
         let r = inst.call_batch(&bytes, rest.len());
         inst.txn().take_store_error()?;
-        self.metrics.batches.add(1);
+        let r = match r {
+            Ok(mut results) => match inst.txn().check_batch(rest.len()) {
+                Err(message) => Err(Trapped {
+                    kind: TrapKind::Other,
+                    message,
+                }),
+                Ok(()) => {
+                    for (i, why) in inst.txn().poisoned() {
+                        if let Some(r) = results.get_mut(*i) {
+                            *r = Err(GuestFailure::Reject(why.clone()));
+                        }
+                    }
+                    Ok(results)
+                }
+            },
+            Err(t) => Err(t),
+        };
         Ok(r)
     }
 
@@ -508,7 +530,13 @@ impl Worker {
             }
             let inst = self.instance()?;
             inst.txn().begin(p, vec![Self::meta(&item.ev)]);
-            let r = inst.call_one(&item.ev);
+            let r = match inst.call_one(&item.ev) {
+                Ok(Ok(())) => match inst.txn().poisoned().first() {
+                    Some((_, why)) => Ok(Err(GuestFailure::Reject(why.clone()))),
+                    None => Ok(Ok(())),
+                },
+                other => other,
+            };
             inst.txn().take_store_error()?;
             attempts += 1;
             if r.as_ref().is_ok_and(Result::is_ok) {

@@ -67,8 +67,7 @@ impl state::Host for HostState {
     }
 
     fn delete(&mut self, key: Vec<u8>) {
-        // A delete only fails on the write-count limit, which the next set reports.
-        let _ = self.txn.put(key, None);
+        self.txn.delete(key);
     }
 
     fn scan_prefix(

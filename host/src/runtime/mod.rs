@@ -266,7 +266,9 @@ impl Runtime {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         store.epoch_deadline_trap();
-        store.set_epoch_deadline(u64::MAX / 2);
+        // Start functions run guest code too: give them the per-event deadline.
+        let deadline = store.data().ctx.limits.deadline;
+        store.set_epoch_deadline(deadline.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64 + 1);
         let instance = loaded.pre.instantiate(&mut store)?;
         let processor = bindings::Processor::new(&mut store, &instance)?;
         let batch = if loaded.batched {

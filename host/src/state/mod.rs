@@ -90,8 +90,10 @@ impl Store {
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         opts.increase_parallelism(2);
+        opts.set_enable_pipelined_write(true);
         let cfs = ALL_CFS.iter().map(|name| {
             let mut o = Options::default();
+            o.set_write_buffer_size(128 << 20);
             if matches!(*name, CF_STATE | CF_DEDUP) {
                 let mut b = BlockBasedOptions::default();
                 b.set_bloom_filter(10.0, false);
@@ -161,11 +163,12 @@ impl Store {
     ) -> Result<Vec<Entry>, StoreError> {
         let base = state_key(module, partition, b"");
         let full_prefix = state_key(module, partition, prefix);
+        // Start at the prefix, or just after `after` if that sorts later.
         let start = match after {
             Some(a) => {
                 let mut k = state_key(module, partition, a);
                 k.push(0);
-                k
+                k.max(full_prefix.clone())
             }
             None => full_prefix.clone(),
         };

@@ -104,6 +104,12 @@ pub struct Txn {
     pub limit_hits: Vec<(usize, LimitHit)>,
     /// A storage error seen by a host call; fails the batch.
     pub store_error: Option<String>,
+    /// The index the next `start-event` must carry.
+    next_event: usize,
+    /// The guest broke the `start-event` protocol (the batch is re-run one event at a time).
+    protocol_error: Option<String>,
+    /// Events that hit a limit they could not see (a `delete` has no result): failed.
+    poisoned: Vec<(usize, String)>,
 }
 
 impl Txn {
@@ -132,6 +138,9 @@ impl Txn {
             writes_this_event: 0,
             limit_hits: Vec::new(),
             store_error: None,
+            next_event: 0,
+            protocol_error: None,
+            poisoned: Vec::new(),
         }
     }
 
@@ -148,13 +157,58 @@ impl Txn {
         self.writes_this_event = 0;
         self.limit_hits.clear();
         self.store_error = None;
+        self.next_event = 0;
+        self.protocol_error = None;
+        self.poisoned.clear();
     }
 
     /// The guest is starting event `index` of the batch.
+    ///
+    /// Indices must come in order, once each, within the batch; anything else is
+    /// recorded as a protocol error (effects could not be attributed) and the
+    /// call's effects are left attributed to the previous event.
     pub fn start_event(&mut self, index: usize) {
+        if index != self.next_event || index >= self.inputs.len() {
+            self.protocol_error.get_or_insert_with(|| {
+                format!(
+                    "batch.start-event({index}) out of order: expected {} of a batch of {}",
+                    self.next_event,
+                    self.inputs.len()
+                )
+            });
+            return;
+        }
         self.current = index;
+        self.next_event = index + 1;
         self.emits_this_event = 0;
         self.writes_this_event = 0;
+    }
+
+    /// After a batch call of `n` events: did the guest mark every event, in order?
+    pub fn check_batch(&self, n: usize) -> Result<(), String> {
+        if let Some(e) = &self.protocol_error {
+            return Err(e.clone());
+        }
+        if self.next_event != n {
+            return Err(format!(
+                "handle-batch marked {} of {n} events with batch.start-event",
+                self.next_event
+            ));
+        }
+        Ok(())
+    }
+
+    /// Delete a key. A delete has no result for the guest to check, so a limit
+    /// hit fails the event instead.
+    pub fn delete(&mut self, key: Vec<u8>) {
+        if let Err(e) = self.put(key, None) {
+            self.poisoned.push((self.current, e.to_string()));
+        }
+    }
+
+    /// Events that must fail whatever the guest returned: `(index, reason)`.
+    pub fn poisoned(&self) -> &[(usize, String)] {
+        &self.poisoned
     }
 
     /// The partition of the current batch.
@@ -471,6 +525,59 @@ mod tests {
         }
         let e = t.emit("out".into(), "t".into(), None, vec![], None, None, vec![]);
         assert_eq!(e, Err(LimitHit::Emits));
+    }
+
+    #[test]
+    fn start_event_protocol_is_checked_and_a_failed_delete_fails_its_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = txn(Arc::new(Store::open(dir.path(), false).unwrap()));
+        t.begin(0, vec![meta("a"), meta("b")]);
+        t.start_event(0);
+        t.start_event(1);
+        assert_eq!(t.check_batch(2), Ok(()));
+        t.begin(0, vec![meta("a"), meta("b")]);
+        t.start_event(0);
+        assert!(
+            t.check_batch(2).unwrap_err().contains("1 of 2"),
+            "not every event marked"
+        );
+        t.start_event(0);
+        assert!(t.check_batch(2).unwrap_err().contains("out of order"));
+        t.begin(0, vec![meta("a")]);
+        t.start_event(5);
+        assert!(t.check_batch(1).is_err(), "index beyond the batch");
+
+        t.begin(0, vec![meta("a")]);
+        t.start_event(0);
+        for i in 0..100 {
+            t.put(vec![i], Some(vec![1])).unwrap();
+        }
+        t.delete(b"x".to_vec());
+        assert_eq!(t.poisoned().len(), 1);
+        assert_eq!(t.poisoned()[0].0, 0);
+    }
+
+    #[test]
+    fn scan_sees_committed_and_own_writes_after_a_resume_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path(), false).unwrap());
+        let mut c = Commit::new(&store);
+        for k in [&b"a"[..], b"aa", b"b/1", b"b/3"] {
+            c.state("m", 0, k, Some(b"v"));
+        }
+        c.commit().unwrap();
+        let mut t = txn(store);
+        t.begin(0, vec![meta("a")]);
+        t.start_event(0);
+        t.put(b"b/2".to_vec(), Some(b"new".to_vec())).unwrap();
+        t.put(b"b/3".to_vec(), None).unwrap();
+        // `after` sorts before the prefix: the scan still starts at the prefix.
+        let (page, more) = t.scan(b"b/", Some(b"a"), 10);
+        let keys: Vec<&[u8]> = page.iter().map(|(k, _)| k.as_slice()).collect();
+        assert_eq!(keys, [&b"b/1"[..], b"b/2"]);
+        assert!(!more);
+        let (page, _) = t.scan(b"b/", Some(b"b/1"), 10);
+        assert_eq!(page.len(), 1);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! [`handle`] natively and the same code compiled to a component through the host.
 
 use serde::Deserialize;
-use sluice_guest::{Event, Failure, Output, Result, config};
+use sluice_guest::{Event, Output, Result, config};
 use std::cell::OnceCell;
 
 #[derive(Deserialize)]
@@ -48,7 +48,6 @@ pub fn handle(event: &Event) -> Result {
         .content_type("application/json")
         .data(event.data)
         .send()
-        .map_err(|e| Failure::retry(e.to_string()))
 }
 
 sluice_guest::export!(handle);
@@ -56,6 +55,7 @@ sluice_guest::export!(handle);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sluice_guest::Failure;
     use sluice_guest::testing::{TestEvent, TestHost};
 
     #[test]
