@@ -8,9 +8,14 @@ if ! rustup target list --installed | grep -qx wasm32-wasip2; then
   rustup target add wasm32-wasip2
 fi
 
+# Only libclang itself counts: libclang-cpp (often preinstalled) is not what
+# bindgen loads.
 have_libclang() {
   [ -n "${LIBCLANG_PATH:-}" ] && return 0
-  compgen -G "/usr/lib/llvm-*/lib/libclang*.so*" >/dev/null || compgen -G "/usr/lib/x86_64-linux-gnu/libclang*.so*" >/dev/null
+  if command -v dpkg >/dev/null; then
+    dpkg -s libclang-dev >/dev/null 2>&1 && return 0
+  fi
+  compgen -G "/usr/lib/llvm-*/lib/libclang.so" >/dev/null
 }
 if ! have_libclang; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
