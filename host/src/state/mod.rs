@@ -69,6 +69,10 @@ pub struct Store {
     outbox_lock: std::sync::Mutex<()>,
     /// Where the relay will read next (entries below it are published).
     relay_next: AtomicU64,
+    /// Writes hold it shared; the idempotency sweep holds it exclusively while it
+    /// checks and deletes expired marks, so it never deletes a mark that a
+    /// commit wrote again between its check and its delete.
+    sweep_lock: std::sync::RwLock<()>,
 }
 
 /// A state entry: `(user key, value)`.
@@ -108,6 +112,7 @@ impl Store {
             outbox_seq: AtomicU64::new(0),
             outbox_lock: std::sync::Mutex::new(()),
             relay_next: AtomicU64::new(0),
+            sweep_lock: std::sync::RwLock::new(()),
         };
         let next = store
             .db
@@ -133,6 +138,11 @@ impl Store {
 
     /// Write a batch (fsync'd if `[state] sync-writes`).
     pub fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        let _shared = self.sweep_lock.read().unwrap_or_else(|e| e.into_inner());
+        self.write_unlocked(batch)
+    }
+
+    fn write_unlocked(&self, batch: WriteBatch) -> Result<(), StoreError> {
         let mut wo = WriteOptions::default();
         wo.set_sync(self.sync);
         self.db.write_opt(batch, &wo)?;
@@ -314,12 +324,14 @@ impl Store {
     pub fn sweep_expired(&self, now_ms: u64) -> Result<u64, StoreError> {
         let exp = self.cf(CF_DEDUP_EXP);
         let dedup = self.cf(CF_DEDUP);
-        let mut batch = WriteBatch::default();
         let mut n = 0;
         let mut ro = ReadOptions::default();
         ro.set_iterate_upper_bound(now_ms.to_be_bytes().to_vec());
         for item in self.db.iterator_cf_opt(exp, ro, IteratorMode::Start) {
             let (k, v) = item?;
+            // Check and delete under the exclusive lock (see `sweep_lock`).
+            let _exclusive = self.sweep_lock.write().unwrap_or_else(|e| e.into_inner());
+            let mut batch = WriteBatch::default();
             batch.delete_cf(exp, &k);
             let mut rest = &v[..];
             while rest.len() >= 12 {
@@ -338,11 +350,8 @@ impl Store {
                     n += 1;
                 }
             }
-            if batch.len() >= 10_000 {
-                self.write(std::mem::take(&mut batch))?;
-            }
+            self.write_unlocked(batch)?;
         }
-        self.write(batch)?;
         Ok(n)
     }
 
