@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const MODULES: &[&str] = &["filter", "aggregator", "router", "flaky"];
+const MODULES: &[&str] = &["filter", "aggregator", "router", "flaky", "adversary"];
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());

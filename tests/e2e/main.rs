@@ -1,6 +1,7 @@
 //! End-to-end tests: real `sluice` processes, real RocksDB, guest modules built
 //! from source by `build.rs`.
 
+mod adversaries;
 mod bad_input;
 mod crash;
 mod duplicates;

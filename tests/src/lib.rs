@@ -202,6 +202,18 @@ impl HostProc {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// Peak resident memory of the host process so far (`VmHWM`), in bytes.
+    pub fn peak_rss(&self) -> u64 {
+        let pid = self.child.as_ref().expect("host running").id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .expect("VmHWM in /proc/pid/status");
+        let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        kib * 1024
+    }
+
     /// Whether the process is running.
     pub fn alive(&mut self) -> bool {
         self.child

@@ -1,0 +1,76 @@
+//! Test module that misbehaves on request. Each event's `mode` says how:
+//! `loop` (never returns: the deadline must stop it), `memory` (allocates until
+//! the memory limit), `recursion` (exhausts the wasm stack), `panic`, `flood`
+//! (emits far more events than `limits.max-emits`), `state-bomb` (writes a value
+//! larger than `limits.max-state-value`); anything else is handled normally.
+//! The host must contain each of them and keep every other module running.
+
+use serde::Deserialize;
+use sluice_guest::{Event, Result, emit, state};
+use std::hint::black_box;
+
+#[derive(Deserialize)]
+struct Input<'a> {
+    #[serde(default)]
+    mode: &'a str,
+}
+
+fn recurse(n: u64) -> u64 {
+    if black_box(n) == 0 {
+        0
+    } else {
+        1 + black_box(recurse(n - 1))
+    }
+}
+
+/// Misbehave as the event asks.
+pub fn handle(event: &Event) -> Result {
+    let input: Input = event.json()?;
+    match input.mode {
+        "loop" => loop {
+            black_box(());
+        },
+        "memory" => {
+            // Doubling reservations reach any limit in a few steps, without
+            // spending the deadline on writing the pages.
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            let mut size = 1usize << 20;
+            loop {
+                hoard.push(Vec::with_capacity(size));
+                black_box(&hoard);
+                size = size.saturating_mul(2);
+            }
+        }
+        "recursion" => {
+            black_box(recurse(u64::MAX));
+            Ok(())
+        }
+        "panic" => panic!("event {} asked for a panic", event.id),
+        "flood" => {
+            for i in 0..100_000u32 {
+                emit("adversary-out", "flood", i.to_le_bytes().to_vec())?;
+            }
+            Ok(())
+        }
+        "state-bomb" => state::set("bomb", vec![0u8; 8 << 20]),
+        _ => emit("adversary-out", "ok", event.id.as_bytes().to_vec()),
+    }
+}
+
+sluice_guest::export!(handle);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_guest::testing::{TestEvent, TestHost};
+
+    #[test]
+    fn harmless_modes_emit_once() {
+        let host = TestHost::install();
+        TestEvent::json("t", "x", r#"{"mode":"ok"}"#)
+            .with(handle)
+            .unwrap();
+        assert_eq!(host.emitted().len(), 1);
+        assert_eq!(recurse(10), 10);
+    }
+}
