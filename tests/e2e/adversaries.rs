@@ -95,3 +95,32 @@ fn misbehaving_module_is_contained_and_the_healthy_one_stays_exact() {
         RSS_BOUND >> 20
     );
 }
+
+#[test]
+fn a_module_gets_no_files_environment_or_network() {
+    let host = HostProc::start("", |m| stage(m, &["adversary"]));
+    let events: Vec<Value> = ["fs", "env", "net"]
+        .iter()
+        .map(|mode| json!({"id": mode, "type": "t", "data": {"mode": mode}}))
+        .collect();
+    host.produce("orders", &Value::Array(events));
+    host.wait_caught_up("adversary", Duration::from_secs(60));
+    let outcomes = wait_for(Duration::from_secs(30), "three outcomes", || {
+        let o: Vec<String> = host
+            .read_all("adversary-out")
+            .iter()
+            .filter(|e| e["type"] == "authority")
+            .map(|e| e["data"].as_str().unwrap().to_string())
+            .collect();
+        (o.len() == 3).then_some(o)
+    });
+    for what in ["fs", "env", "net"] {
+        let o = outcomes.iter().find(|o| o.starts_with(what)).unwrap();
+        assert!(o.starts_with(&format!("{what}: denied")), "{o}");
+    }
+    assert_eq!(
+        host.read_all("adversary.dlq").len(),
+        0,
+        "the denials are ordinary errors, not traps"
+    );
+}

@@ -124,6 +124,17 @@ fn a_component_without_handle_is_refused_and_named_while_others_run() {
             "name = \"broken\"\nversion = \"1\"\ncomponent = \"broken.wasm\"\n[[subscribe]]\ntopic = \"orders\"\n",
         )
         .unwrap();
+        let dir = m.join("wants-http");
+        std::fs::create_dir_all(&dir).unwrap();
+        let wasm =
+            wat::parse_str(r#"(component (import "wasi:http/outgoing-handler@0.2.6" (instance (export "handle" (func)))))"#)
+                .unwrap();
+        std::fs::write(dir.join("h.wasm"), wasm).unwrap();
+        std::fs::write(
+            dir.join("module.toml"),
+            "name = \"wants-http\"\nversion = \"1\"\ncomponent = \"h.wasm\"\n[[subscribe]]\ntopic = \"orders\"\n",
+        )
+        .unwrap();
         let dir = m.join("garbage");
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("g.wasm"), b"not wasm at all").unwrap();
@@ -153,6 +164,12 @@ fn a_component_without_handle_is_refused_and_named_while_others_run() {
         status("badmanifest").contains("colour"),
         "{}",
         status("badmanifest")
+    );
+    let http = status("wants-http");
+    assert!(
+        http.contains("imports something the host does not provide")
+            && http.contains("wasi:http/outgoing-handler"),
+        "{http}"
     );
     assert_eq!(status("filter"), "running");
 

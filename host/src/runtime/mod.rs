@@ -220,6 +220,15 @@ impl Runtime {
             path: name.into(),
             reason: format!("{e:#}"),
         })?;
+        // Imports first: a component that needs something the host does not
+        // provide is refused with that import named.
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Import {
+                path: name.into(),
+                reason: format!("{e:#}"),
+            })?;
         let ty = component.component_type();
         let exports: Vec<String> = ty
             .exports(&self.engine)
@@ -232,13 +241,6 @@ impl Runtime {
             });
         }
         let batched = exports.iter().any(|e| e == "handle-batch");
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| LoadError::Import {
-                path: name.into(),
-                reason: format!("{e:#}"),
-            })?;
         Ok(Loaded { pre, batched })
     }
 

@@ -2,7 +2,9 @@
 //! `loop` (never returns: the deadline must stop it), `memory` (allocates until
 //! the memory limit), `recursion` (exhausts the wasm stack), `panic`, `flood`
 //! (emits far more events than `limits.max-emits`), `state-bomb` (writes a value
-//! larger than `limits.max-state-value`); anything else is handled normally.
+//! larger than `limits.max-state-value`); `fs`, `env`, `net` try to read a
+//! file, an environment variable and open a socket, and emit what happened;
+//! anything else is handled normally.
 //! The host must contain each of them and keep every other module running.
 
 use serde::Deserialize;
@@ -21,6 +23,14 @@ fn recurse(n: u64) -> u64 {
     } else {
         1 + black_box(recurse(n - 1))
     }
+}
+
+fn report<E: std::fmt::Display>(what: &str, r: std::result::Result<(), E>) -> Result {
+    let outcome = match r {
+        Ok(()) => format!("{what}: GRANTED"),
+        Err(e) => format!("{what}: denied: {e}"),
+    };
+    emit("adversary-out", "authority", outcome.into_bytes())
 }
 
 /// Misbehave as the event asks.
@@ -53,6 +63,14 @@ pub fn handle(event: &Event) -> Result {
             Ok(())
         }
         "state-bomb" => state::set("bomb", vec![0u8; 8 << 20]),
+        // Ambient authority: each must fail inside the guest. The outcome is
+        // emitted so the test can see what the module got.
+        "fs" => report("fs", std::fs::read_to_string("/etc/passwd").map(|_| ())),
+        "env" => report("env", std::env::var("HOME").map(|_| ())),
+        "net" => report(
+            "net",
+            std::net::TcpStream::connect(("127.0.0.1", 9)).map(|_| ()),
+        ),
         _ => emit("adversary-out", "ok", event.id.as_bytes().to_vec()),
     }
 }
