@@ -99,7 +99,7 @@ fn misbehaving_module_is_contained_and_the_healthy_one_stays_exact() {
 #[test]
 fn a_module_gets_no_files_environment_or_network() {
     let host = HostProc::start("", |m| stage(m, &["adversary"]));
-    let events: Vec<Value> = ["fs", "env", "net"]
+    let events: Vec<Value> = ["fs", "env", "net", "print"]
         .iter()
         .map(|mode| json!({"id": mode, "type": "t", "data": {"mode": mode}}))
         .collect();

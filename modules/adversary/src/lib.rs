@@ -4,6 +4,7 @@
 //! (emits far more events than `limits.max-emits`), `state-bomb` (writes a value
 //! larger than `limits.max-state-value`); `fs`, `env`, `net` try to read a
 //! file, an environment variable and open a socket, and emit what happened;
+//! `print` writes a line to stdout and one to stderr;
 //! anything else is handled normally.
 //! The host must contain each of them and keep every other module running.
 
@@ -67,6 +68,11 @@ pub fn handle(event: &Event) -> Result {
         // emitted so the test can see what the module got.
         "fs" => report("fs", std::fs::read_to_string("/etc/passwd").map(|_| ())),
         "env" => report("env", std::env::var("HOME").map(|_| ())),
+        "print" => {
+            println!("stdout line from {}", event.id);
+            eprintln!("stderr line from {}", event.id);
+            Ok(())
+        }
         "net" => report(
             "net",
             std::net::TcpStream::connect(("127.0.0.1", 9)).map(|_| ()),
