@@ -448,7 +448,8 @@ impl BatchWriter {
 pub fn batch_frames(batch: &[u8]) -> Result<std::vec::IntoIter<&[u8]>, DecodeError> {
     let mut r = Reader { buf: batch };
     let count = r.u32("batch count")?;
-    let mut frames = Vec::with_capacity(count as usize);
+    // The count is untrusted: every frame takes at least its 4-byte length.
+    let mut frames = Vec::with_capacity((count as usize).min(batch.len() / 4));
     for _ in 0..count {
         frames.push(r.bytes("batch frame")?);
     }
@@ -499,6 +500,13 @@ mod tests {
         for cut in 0..f.len() {
             assert!(EventRef::decode(&f[..cut]).is_err(), "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn huge_batch_count_is_an_error_not_an_abort() {
+        // Found by tests/fuzz_inputs.rs: the count was used as a capacity.
+        let b = [0xff, 0xff, 0xff, 0x7f, 1, 0, 0, 0];
+        assert!(batch_frames(&b).is_err());
     }
 
     #[test]
