@@ -284,6 +284,20 @@ impl Service {
         out
     }
 
+    /// Bring a quarantined module back: it resumes from its cursor.
+    pub fn resume(&self, name: &str) -> Result<bool, String> {
+        let modules = self.modules.lock().unwrap();
+        let Some((_, p)) = modules.get(name) else {
+            return Err(format!("no module named `{name}`"));
+        };
+        let was = p.quarantine.is_set();
+        self.store
+            .set_quarantined(name, false)
+            .map_err(|e| e.to_string())?;
+        p.quarantine.set(false);
+        Ok(was)
+    }
+
     /// Stop intake of every module, let in-flight events commit, drain the outbox.
     pub fn shutdown(&self) {
         let mut modules = std::mem::take(&mut *self.modules.lock().unwrap());

@@ -65,3 +65,29 @@ impl Signal {
         let _ = self.cv.wait_timeout_while(g, timeout, |c| *c == seen);
     }
 }
+
+/// A boolean threads can wait on (a module's quarantine switch).
+#[derive(Default)]
+pub struct Flag {
+    on: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Flag {
+    /// Set the flag and wake waiters.
+    pub fn set(&self, on: bool) {
+        *self.on.lock().unwrap() = on;
+        self.cv.notify_all();
+    }
+
+    /// Whether it is set.
+    pub fn is_set(&self) -> bool {
+        *self.on.lock().unwrap()
+    }
+
+    /// Wait until it is cleared, or `timeout`.
+    pub fn wait_cleared(&self, timeout: Duration) {
+        let g = self.on.lock().unwrap();
+        let _ = self.cv.wait_timeout_while(g, timeout, |on| *on);
+    }
+}

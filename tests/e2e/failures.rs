@@ -123,3 +123,66 @@ fn failed_attempts_leave_no_trace_and_retries_apply_once() {
     }
     assert!(host.module("flaky").metrics.unwrap().traps["panic"] >= 30);
 }
+
+#[test]
+fn consecutive_failures_quarantine_the_module_until_resumed() {
+    let mut host = HostProc::start("", |m| {
+        stage(m, &["flaky"]);
+        let manifest = std::fs::read_to_string(m.join("flaky/module.toml")).unwrap();
+        let manifest =
+            manifest.replace("max-attempts = 3", "max-attempts = 1\nquarantine-after = 3");
+        std::fs::write(m.join("flaky/module.toml"), manifest).unwrap();
+    });
+    let rejects: Vec<Value> = (0..3)
+        .map(|i| json!({"id": format!("r-{i}"), "type": "t", "partitionkey": "k", "data": {"action": "reject", "key": "k"}}))
+        .collect();
+    host.produce("flaky-in", &Value::Array(rejects));
+    wait_for(Duration::from_secs(30), "quarantine", || {
+        (host.module("flaky").status == "quarantined").then_some(())
+    });
+
+    // Quarantined: new events wait, lag grows, also across a restart.
+    let oks: Vec<Value> = (0..20)
+        .map(|i| json!({"id": format!("ok-{i}"), "type": "t", "partitionkey": "k", "data": {"action": "ok", "key": "k"}}))
+        .collect();
+    host.produce("flaky-in", &Value::Array(oks));
+    let lag = |h: &HostProc| {
+        h.module("flaky")
+            .partitions
+            .iter()
+            .map(|p| p.lag)
+            .sum::<u64>()
+    };
+    assert_eq!(lag(&host), 20);
+    host.restart();
+    assert_eq!(
+        host.module("flaky").status,
+        "quarantined",
+        "quarantine survives a restart"
+    );
+    assert_eq!(lag(&host), 20);
+    assert_eq!(host.read_all("flaky-out").len(), 0);
+
+    // `sluice resume` drains it.
+    let out = std::process::Command::new(sluice_bin())
+        .args(["resume", "flaky"])
+        .env("SLUICE_ADDR", &host.addr)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    host.wait_caught_up("flaky", Duration::from_secs(60));
+    assert_eq!(host.module("flaky").status, "running");
+    let outs = wait_for(Duration::from_secs(30), "20 outputs", || {
+        let o = host.read_all("flaky-out");
+        (o.len() == 20).then_some(o)
+    });
+    assert!(
+        outs.iter()
+            .all(|o| o["data"]["id"].as_str().unwrap().starts_with("ok-"))
+    );
+    assert_eq!(host.read_all("flaky.dlq").len(), 3);
+}

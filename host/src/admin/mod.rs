@@ -8,6 +8,7 @@
 //! | `GET /v1/topics/{topic}/partitions/{p}/events?from=&limit=&wait_ms=` | read (long-poll with `wait_ms`) |
 //! | `GET /v1/modules` | modules: version, status, cursor and lag per partition, state size, counters |
 //! | `GET /v1/modules/{name}/state?prefix=&limit=` | a module's state entries |
+//! | `POST /v1/modules/{name}/resume` | bring a quarantined module back |
 //! | `GET /v1/status` | outbox backlog, total lag, whether everything is processed (`idle`) |
 //! | `GET /healthz` | process alive |
 //!
@@ -46,6 +47,7 @@ pub fn router(svc: Arc<Service>) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/modules", get(modules))
         .route("/v1/modules/{name}/state", get(state))
+        .route("/v1/modules/{name}/resume", post(resume))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(svc)
 }
@@ -223,6 +225,13 @@ async fn modules(State(svc): State<Arc<Service>>) -> Response {
             StatusCode::INTERNAL_SERVER_ERROR,
             json!({ "error": e.to_string() }),
         ),
+    }
+}
+
+async fn resume(State(svc): State<Arc<Service>>, Path(name): Path<String>) -> Response {
+    match svc.resume(&name) {
+        Ok(was) => Json(json!({ "module": name, "was_quarantined": was })).into_response(),
+        Err(e) => error(StatusCode::NOT_FOUND, json!({ "error": e })),
     }
 }
 

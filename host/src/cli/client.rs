@@ -120,6 +120,16 @@ impl Api {
         Ok((events, v["next"].as_u64().unwrap_or(from)))
     }
 
+    pub(crate) fn resume(&self, module: &str) -> anyhow::Result<Value> {
+        let url = format!("{}/v1/modules/{module}/resume", self.base);
+        let resp = self
+            .agent
+            .post(&url)
+            .call()
+            .map_err(|e| describe(&self.base, e))?;
+        Ok(resp.into_json()?)
+    }
+
     pub(crate) fn status(&self) -> anyhow::Result<Value> {
         self.get("/v1/status")
     }

@@ -76,6 +76,14 @@ pub enum Command {
         #[arg(long, env = "SLUICE_ADDR", default_value = "http://127.0.0.1:7070")]
         addr: String,
     },
+    /// Bring a quarantined module back; it resumes from where it stopped.
+    Resume {
+        /// Module name.
+        module: String,
+        /// Host API address.
+        #[arg(long, env = "SLUICE_ADDR", default_value = "http://127.0.0.1:7070")]
+        addr: String,
+    },
     /// List loaded modules with version, status, cursors, lag and state size.
     Modules {
         /// Print JSON instead of a table.
@@ -113,6 +121,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         } => tail(&addr, &topic, latest, !no_follow, short),
         Command::Status { wait_idle, addr } => status(&addr, wait_idle),
         Command::Modules { json, addr } => modules(&addr, json),
+        Command::Resume { module, addr } => {
+            let v = client::Api::new(&addr).resume(&module)?;
+            if v["was_quarantined"].as_bool().unwrap_or(false) {
+                eprintln!("resumed {module}");
+            } else {
+                eprintln!("{module} was not quarantined");
+            }
+            Ok(())
+        }
     }
 }
 

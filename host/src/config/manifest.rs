@@ -163,6 +163,10 @@ pub struct Retry {
     /// Whether a trap (panic, deadline, memory) is retried like `retry`.
     #[serde(rename = "retry-traps")]
     pub retry_traps: bool,
+    /// After this many dead-lettered events in a row the module is quarantined:
+    /// it stops consuming until `sluice resume`. 0 never quarantines.
+    #[serde(rename = "quarantine-after")]
+    pub quarantine_after: u32,
 }
 
 impl Default for Retry {
@@ -171,6 +175,7 @@ impl Default for Retry {
             max_attempts: 5,
             backoff: Backoff::default(),
             retry_traps: true,
+            quarantine_after: 100,
         }
     }
 }

@@ -27,7 +27,7 @@ use crate::runtime::{GuestFailure, Loaded, ModuleCtx, ModuleInstance, Runtime, T
 use crate::source::{EventLog, TopicError, now_ms};
 use crate::state::txn::{InputMeta, TxnLimits};
 use crate::state::{Commit, Store, Txn, dedup_key};
-use crate::util::{Signal, StoppableThread};
+use crate::util::{Flag, Signal, StoppableThread};
 
 pub use metrics::{Metrics, MetricsSnapshot};
 
@@ -46,8 +46,10 @@ pub struct Shared {
 pub struct Pipeline {
     pub manifest: Arc<Manifest>,
     pub metrics: Arc<Metrics>,
-    /// `running`, `stopped`, or `failed: <reason>`.
+    /// `running`, `quarantined`, `stopped`, or `failed: <reason>`.
     pub status: Arc<Mutex<String>>,
+    /// Set while the module is quarantined.
+    pub quarantine: Arc<Flag>,
     thread: StoppableThread,
 }
 
@@ -58,12 +60,17 @@ impl Pipeline {
         let metrics = Arc::new(Metrics::default());
         let status = Arc::new(Mutex::new("running".to_string()));
         let stop = Arc::new(AtomicBool::new(false));
+        let quarantine = Arc::new(Flag::default());
         let mut worker = Worker::new(
             shared,
             manifest.clone(),
             loaded,
-            metrics.clone(),
-            stop.clone(),
+            Controls {
+                metrics: metrics.clone(),
+                stop: stop.clone(),
+                status: status.clone(),
+                quarantine: quarantine.clone(),
+            },
         )
         .map_err(|e| format!("module {}: {e:#}", manifest.name))?;
         let st = status.clone();
@@ -81,6 +88,7 @@ impl Pipeline {
             manifest,
             metrics,
             status,
+            quarantine,
             thread,
         })
     }
@@ -89,6 +97,14 @@ impl Pipeline {
     pub fn stop(&mut self) {
         self.thread.stop();
     }
+}
+
+/// What a worker shares with its [`Pipeline`] handle.
+struct Controls {
+    metrics: Arc<Metrics>,
+    stop: Arc<AtomicBool>,
+    status: Arc<Mutex<String>>,
+    quarantine: Arc<Flag>,
 }
 
 struct Worker {
@@ -107,6 +123,10 @@ struct Worker {
     cursors: std::collections::HashMap<(String, u32), u64>,
     /// After a trap in a batch, run this many more events one at a time.
     single_mode: usize,
+    status: Arc<Mutex<String>>,
+    quarantine: Arc<Flag>,
+    /// Dead-lettered events since the last success.
+    consecutive_failures: u32,
 }
 
 /// One event of a read, decoded enough to route it.
@@ -142,9 +162,14 @@ impl Worker {
         shared: Shared,
         manifest: Arc<Manifest>,
         loaded: Loaded,
-        metrics: Arc<Metrics>,
-        stop: Arc<AtomicBool>,
+        controls: Controls,
     ) -> anyhow::Result<Worker> {
+        let Controls {
+            metrics,
+            stop,
+            status,
+            quarantine,
+        } = controls;
         let module: Arc<str> = manifest.name.as_str().into();
         let ctx = Arc::new(ModuleCtx {
             name: module.clone(),
@@ -175,8 +200,14 @@ impl Worker {
             subs,
             cursors: Default::default(),
             single_mode: 0,
+            status,
+            quarantine,
+            consecutive_failures: 0,
             manifest,
         };
+        if w.shared.store.is_quarantined(&w.module)? {
+            w.quarantine.set(true);
+        }
         w.init_cursors()?;
         w.instance = Some(w.instantiate()?);
         Ok(w)
@@ -242,6 +273,16 @@ impl Worker {
     fn run(&mut self) -> anyhow::Result<()> {
         tracing::info!(module = %self.module, version = %self.manifest.version, "module started");
         while !self.stop.load(Ordering::Relaxed) {
+            if self.quarantine.is_set() {
+                *self.status.lock().unwrap() = "quarantined".into();
+                self.quarantine.wait_cleared(Duration::from_millis(200));
+                if !self.quarantine.is_set() {
+                    tracing::info!(module = %self.module, "resumed");
+                    *self.status.lock().unwrap() = "running".into();
+                    self.consecutive_failures = 0;
+                }
+                continue;
+            }
             let seen = self.shared.log.generation();
             let mut progressed = false;
             for si in 0..self.subs.len() {
@@ -333,7 +374,7 @@ impl Worker {
 
         let mut i = 0;
         while i < todo.len() {
-            if self.stop.load(Ordering::Relaxed) {
+            if self.stop.load(Ordering::Relaxed) || self.quarantine.is_set() {
                 return Ok(true);
             }
             let rest = &todo[i..];
@@ -481,6 +522,9 @@ impl Worker {
             inst.txn().committed();
         }
         self.set_cursor(topic, p, next);
+        if !done.is_empty() {
+            self.consecutive_failures = 0;
+        }
         self.metrics.applied.add(done.len() as u64);
         self.metrics.emitted.add(emitted as u64);
         Ok(())
@@ -613,6 +657,14 @@ impl Worker {
             .append_into(c.into_batch(), vec![(self.dlq_topic.clone(), vec![dl])])?;
         self.set_cursor(topic, p, next);
         self.metrics.dead_letters.add(1);
+        self.consecutive_failures += 1;
+        let limit = self.manifest.retry.quarantine_after;
+        if limit > 0 && self.consecutive_failures >= limit {
+            tracing::error!(module = %self.module, failures = self.consecutive_failures, "quarantined: too many failures in a row; `sluice resume` brings it back");
+            self.shared.store.set_quarantined(&self.module, true)?;
+            self.quarantine.set(true);
+            *self.status.lock().unwrap() = "quarantined".into();
+        }
         Ok(())
     }
 

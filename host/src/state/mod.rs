@@ -355,6 +355,25 @@ impl Store {
         Ok(n)
     }
 
+    /// Remember (or forget) that `module` is quarantined, across restarts.
+    pub fn set_quarantined(&self, module: &str, on: bool) -> Result<(), StoreError> {
+        let key = format!("quarantine/{module}");
+        if on {
+            self.db.put_cf(self.cf(CF_META), key, b"1")?;
+        } else {
+            self.db.delete_cf(self.cf(CF_META), key)?;
+        }
+        Ok(())
+    }
+
+    /// Whether `module` was quarantined and not resumed.
+    pub fn is_quarantined(&self, module: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .db
+            .get_cf(self.cf(CF_META), format!("quarantine/{module}"))?
+            .is_some())
+    }
+
     /// Whether a dedup key is present at all (expired or not), for tests and tools.
     pub fn dedup_present(&self, key: &[u8]) -> Result<bool, StoreError> {
         Ok(self.db.get_cf(self.cf(CF_DEDUP), key)?.is_some())
