@@ -111,37 +111,27 @@ fn malformed_events_get_a_4xx_with_the_reason() {
     assert!(ids.contains(&json!("p-1")) && !ids.contains(&json!("p-2")));
 }
 
+/// A module directory `name` holding `component` and a manifest (plus `extra`
+/// top-level manifest lines) that subscribes to `orders`.
+fn write_module(modules: &std::path::Path, name: &str, component: &[u8], extra: &str) {
+    let dir = modules.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("c.wasm"), component).unwrap();
+    let manifest = format!(
+        "name = \"{name}\"\nversion = \"1\"\ncomponent = \"c.wasm\"\n{extra}[[subscribe]]\ntopic = \"orders\"\n"
+    );
+    std::fs::write(dir.join("module.toml"), manifest).unwrap();
+}
+
 #[test]
 fn a_component_without_handle_is_refused_and_named_while_others_run() {
     let mut host = HostProc::start("", |m| {
         stage(m, &["filter"]);
-        let dir = m.join("broken");
-        std::fs::create_dir_all(&dir).unwrap();
-        let wasm = wat::parse_str("(component)").unwrap();
-        std::fs::write(dir.join("broken.wasm"), wasm).unwrap();
-        std::fs::write(
-            dir.join("module.toml"),
-            "name = \"broken\"\nversion = \"1\"\ncomponent = \"broken.wasm\"\n[[subscribe]]\ntopic = \"orders\"\n",
-        )
-        .unwrap();
-        let dir = m.join("wants-http");
-        std::fs::create_dir_all(&dir).unwrap();
-        let wasm =
-            wat::parse_str(r#"(component (import "wasi:http/outgoing-handler@0.2.6" (instance (export "handle" (func)))))"#)
-                .unwrap();
-        std::fs::write(dir.join("h.wasm"), wasm).unwrap();
-        std::fs::write(
-            dir.join("module.toml"),
-            "name = \"wants-http\"\nversion = \"1\"\ncomponent = \"h.wasm\"\n[[subscribe]]\ntopic = \"orders\"\n",
-        )
-        .unwrap();
-        let dir = m.join("garbage");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("g.wasm"), b"not wasm at all").unwrap();
-        std::fs::write(dir.join("module.toml"), "name = \"garbage\"\nversion = \"1\"\ncomponent = \"g.wasm\"\n[[subscribe]]\ntopic = \"orders\"\n").unwrap();
-        let dir = m.join("badmanifest");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("module.toml"), "name = \"bm\"\nversion = \"1\"\ncomponent = \"x.wasm\"\ncolour = \"red\"\n[[subscribe]]\ntopic = \"orders\"\n").unwrap();
+        let http = r#"(component (import "wasi:http/outgoing-handler@0.2.6" (instance (export "handle" (func)))))"#;
+        write_module(m, "broken", &wat::parse_str("(component)").unwrap(), "");
+        write_module(m, "wants-http", &wat::parse_str(http).unwrap(), "");
+        write_module(m, "garbage", b"not wasm at all", "");
+        write_module(m, "badmanifest", b"", "colour = \"red\"\n");
     });
     let mods = host.modules();
     let status = |n: &str| {
