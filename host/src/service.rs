@@ -110,7 +110,6 @@ impl Service {
             store: store.clone(),
             log: log.clone(),
             runtime: runtime.clone(),
-            outbox_signal: signal.clone(),
             batch_size: config.pipeline.batch_size,
         };
         let relay = Relay::start(store.clone(), log.clone(), signal)
@@ -237,29 +236,51 @@ impl Service {
         Ok(())
     }
 
+    /// Cursor, end and lag of each partition a module reads.
+    fn partitions(&self, name: &str, manifest: &Manifest) -> Vec<PartitionInfo> {
+        let mut out = Vec::new();
+        for s in &manifest.subscribe {
+            for part in 0..self.log.partitions(&s.topic).unwrap_or(0) {
+                let cursor = self
+                    .store
+                    .cursor(name, &s.topic, part)
+                    .ok()
+                    .flatten()
+                    .unwrap_or(0);
+                let end = self.log.bounds(&s.topic, part).map(|b| b.1).unwrap_or(0);
+                out.push(PartitionInfo {
+                    topic: s.topic.clone(),
+                    partition: part,
+                    cursor,
+                    end,
+                    lag: end.saturating_sub(cursor),
+                });
+            }
+        }
+        out
+    }
+
+    /// Total lag of every loaded module (without the cost of sizing their state).
+    pub fn lag(&self) -> u64 {
+        let modules = self.modules.lock().unwrap();
+        modules
+            .iter()
+            .flat_map(|(name, (_, p))| self.partitions(name, &p.manifest))
+            .map(|p| p.lag)
+            .sum()
+    }
+
+    /// Whether `name` is loaded or failed to load.
+    pub fn has_module(&self, name: &str) -> bool {
+        self.modules.lock().unwrap().contains_key(name)
+            || self.failed.lock().unwrap().contains_key(name)
+    }
+
     /// What is loaded (and what failed to load), with cursors and state size.
     pub fn modules(&self) -> Vec<ModuleInfo> {
         let mut out = Vec::new();
         for (name, (dir, p)) in self.modules.lock().unwrap().iter() {
-            let mut partitions = Vec::new();
-            for s in &p.manifest.subscribe {
-                for part in 0..self.log.partitions(&s.topic).unwrap_or(0) {
-                    let cursor = self
-                        .store
-                        .cursor(name, &s.topic, part)
-                        .ok()
-                        .flatten()
-                        .unwrap_or(0);
-                    let end = self.log.bounds(&s.topic, part).map(|b| b.1).unwrap_or(0);
-                    partitions.push(PartitionInfo {
-                        topic: s.topic.clone(),
-                        partition: part,
-                        cursor,
-                        end,
-                        lag: end.saturating_sub(cursor),
-                    });
-                }
-            }
+            let partitions = self.partitions(name, &p.manifest);
             out.push(ModuleInfo {
                 name: name.clone(),
                 version: Some(p.manifest.version.clone()),

@@ -1,6 +1,5 @@
 //! Bad input is refused with a reason and takes nothing down.
 
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
@@ -91,14 +90,10 @@ fn malformed_events_get_a_4xx_with_the_reason() {
         "{\"type\":\"t\",\"id\":\"p-1\"}\n{\"id\":\"p-2\"}\n{\"type\":\"t\"}\n",
     )
     .unwrap();
-    let out = Command::new(sluice_bin())
-        .args(["produce", "in", "--batch", "1", "--file"])
-        .arg(&file)
-        .env("SLUICE_ADDR", &host.addr)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let file = file.to_str().unwrap();
+    let run = host.cli(&["produce", "in", "--batch", "1", "--file", file]);
+    assert!(!run.ok);
+    let err = run.stderr;
     assert!(
         err.contains("events.jsonl:2") && err.contains("`type`"),
         "{err}"
@@ -176,12 +171,9 @@ fn a_component_without_handle_is_refused_and_named_while_others_run() {
 
 #[test]
 fn missing_config_and_port_in_use_are_clear_errors() {
-    let out = Command::new(sluice_bin())
-        .args(["run", "--config", "/nonexistent/sluice.toml"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let run = sluice(&["run", "--config", "/nonexistent/sluice.toml"], None);
+    assert!(!run.ok);
+    let err = run.stderr;
     assert!(
         err.contains("/nonexistent/sluice.toml") && err.contains("does not exist"),
         "{err}"
@@ -196,26 +188,24 @@ fn missing_config_and_port_in_use_are_clear_errors() {
         format!("data-dir = \"data\"\n[api]\nlisten = \"127.0.0.1:{port}\"\n"),
     )
     .unwrap();
-    let out = Command::new(sluice_bin())
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let run = sluice(
+        &["run".as_ref(), "--config".as_ref(), cfg.as_os_str()],
+        None,
+    );
+    assert!(!run.ok);
+    let err = run.stderr;
     assert!(
         err.contains(&format!("cannot listen on 127.0.0.1:{port}")),
         "{err}"
     );
 
     std::fs::write(&cfg, "data-dir = \"data\"\n[log]\npartitons = 3\n").unwrap();
-    let out = Command::new(sluice_bin())
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let run = sluice(
+        &["run".as_ref(), "--config".as_ref(), cfg.as_os_str()],
+        None,
+    );
+    assert!(!run.ok);
+    let err = run.stderr;
     assert!(err.contains("partitons"), "{err}");
 }
 

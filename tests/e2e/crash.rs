@@ -39,6 +39,9 @@ fn sigkill_at_random_moments_loses_nothing_and_applies_nothing_twice() {
                     std::thread::sleep(Duration::from_millis(20));
                 }
                 sent.fetch_add(1, Ordering::SeqCst);
+                // A steady stream (~20 chunks/s, at least 5 s in all), so the
+                // kills below land while there is work in flight.
+                std::thread::sleep(Duration::from_millis(50));
             }
             done.store(true, Ordering::SeqCst);
         })
@@ -53,7 +56,7 @@ fn sigkill_at_random_moments_loses_nothing_and_applies_nothing_twice() {
             start.elapsed() < Duration::from_secs(600),
             "crash test took too long"
         );
-        std::thread::sleep(Duration::from_millis(rng.random_range(50..700)));
+        std::thread::sleep(Duration::from_millis(rng.random_range(50..500)));
         if kills < KILLS {
             let lag = get(&host.addr, "/v1/status")
                 .ok()

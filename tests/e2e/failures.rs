@@ -164,16 +164,9 @@ fn consecutive_failures_quarantine_the_module_until_resumed() {
     assert_eq!(host.read_all("flaky-out").len(), 0);
 
     // `sluice resume` drains it.
-    let out = std::process::Command::new(sluice_bin())
-        .args(["resume", "flaky"])
-        .env("SLUICE_ADDR", &host.addr)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let run = host.cli(&["resume", "flaky"]);
+    assert!(run.ok, "{}", run.stderr);
+    assert!(run.stderr.contains("resumed flaky"), "{}", run.stderr);
     host.wait_caught_up("flaky", Duration::from_secs(60));
     assert_eq!(host.module("flaky").status, "running");
     let outs = wait_for(Duration::from_secs(30), "20 outputs", || {

@@ -1,22 +1,8 @@
 //! The example modules end to end, through the CLI clients as a user runs them.
 
-use std::process::Command;
 use std::time::Duration;
 
 use sluice_tests::*;
-
-fn cli(host: &HostProc, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(sluice_bin())
-        .args(args)
-        .env("SLUICE_ADDR", &host.addr)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 #[test]
 fn example_modules_filter_aggregate_and_route_the_sample_events() {
@@ -25,8 +11,9 @@ fn example_modules_filter_aggregate_and_route_the_sample_events() {
         env!("CARGO_MANIFEST_DIR"),
         "/../examples/quickstart/orders.jsonl"
     );
-    let (ok, _, err) = cli(&host, &["produce", "orders", "--file", sample]);
-    assert!(ok, "{err}");
+    let run = host.cli(&["produce", "orders", "--file", sample]);
+    assert!(run.ok, "{}", run.stderr);
+    let err = run.stderr;
     let lines = std::fs::read_to_string(sample).unwrap();
     let inputs: Vec<serde_json::Value> = lines
         .lines()
@@ -96,13 +83,15 @@ fn example_modules_filter_aggregate_and_route_the_sample_events() {
     });
 
     // The CLI shows it.
-    let (ok, out, err) = cli(&host, &["modules"]);
-    assert!(ok, "{err}");
+    let run = host.cli(&["modules"]);
+    assert!(run.ok, "{}", run.stderr);
+    let out = run.stdout;
     for m in ["filter", "aggregator", "router"] {
         assert!(out.contains(m), "{out}");
     }
     assert!(out.contains("orders/0"), "cursors shown: {out}");
-    let (ok, out, err) = cli(&host, &["tail", "large-orders", "--no-follow"]);
-    assert!(ok, "{err}");
+    let run = host.cli(&["tail", "large-orders", "--no-follow"]);
+    assert!(run.ok, "{}", run.stderr);
+    let out = run.stdout;
     assert_eq!(out.lines().count(), large.len(), "{out}");
 }

@@ -61,6 +61,28 @@ pub fn sluice_bin() -> PathBuf {
     })
 }
 
+/// What one run of the `sluice` CLI printed, and whether it succeeded.
+pub struct CliRun {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Run the `sluice` binary with `args`; client commands talk to `addr` if given.
+pub fn sluice<S: AsRef<std::ffi::OsStr>>(args: &[S], addr: Option<&str>) -> CliRun {
+    let mut cmd = Command::new(sluice_bin());
+    cmd.args(args).stdin(Stdio::null());
+    if let Some(addr) = addr {
+        cmd.env("SLUICE_ADDR", addr);
+    }
+    let out = cmd.output().expect("cannot run sluice");
+    CliRun {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
 /// Poll `f` until it returns `Some`, or panic after `timeout` with `what`.
 pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
@@ -167,7 +189,7 @@ impl HostProc {
     pub fn terminate(&mut self) -> Option<i32> {
         let mut c = self.child.take()?;
         let pid = c.id() as libc::pid_t;
-        // SAFETY-free: libc::kill on our own child's PID.
+        // SAFETY: kill(2) on the PID of a child we own and have not reaped.
         #[allow(unsafe_code)]
         unsafe {
             libc::kill(pid, libc::SIGTERM);
@@ -219,6 +241,11 @@ impl HostProc {
         self.child
             .as_mut()
             .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    /// Run a `sluice` client command against this host.
+    pub fn cli(&self, args: &[&str]) -> CliRun {
+        sluice(args, Some(&self.addr))
     }
 
     /// `GET path` as JSON.

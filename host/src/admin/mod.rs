@@ -200,11 +200,7 @@ async fn status(State(svc): State<Arc<Service>>) -> Response {
     let s = svc.clone();
     let res = tokio::task::spawn_blocking(move || {
         let outbox = s.store.outbox_len().unwrap_or(u64::MAX);
-        let lag: u64 = s
-            .modules()
-            .iter()
-            .flat_map(|m| m.partitions.iter().map(|p| p.lag))
-            .sum();
+        let lag = s.lag();
         json!({ "outbox_pending": outbox, "lag": lag, "idle": outbox == 0 && lag == 0 })
     })
     .await;
@@ -252,7 +248,7 @@ async fn state(
     Path(name): Path<String>,
     Query(q): Query<StateQuery>,
 ) -> Response {
-    if !svc.modules().iter().any(|m| m.name == name) {
+    if !svc.has_module(&name) {
         return error(
             StatusCode::NOT_FOUND,
             json!({ "error": format!("no module named `{name}`") }),

@@ -27,7 +27,7 @@ use crate::runtime::{GuestFailure, Loaded, ModuleCtx, ModuleInstance, Runtime, T
 use crate::source::{EventLog, TopicError, now_ms};
 use crate::state::txn::{InputMeta, TxnLimits};
 use crate::state::{Commit, Store, Txn, dedup_key};
-use crate::util::{Flag, Signal, StoppableThread};
+use crate::util::{Flag, StoppableThread};
 
 pub use metrics::{Metrics, MetricsSnapshot};
 
@@ -37,8 +37,6 @@ pub struct Shared {
     pub store: Arc<Store>,
     pub log: Arc<EventLog>,
     pub runtime: Arc<Runtime>,
-    /// Rung after a commit that queued outputs, so the relay wakes up.
-    pub outbox_signal: Arc<Signal>,
     pub batch_size: usize,
 }
 
@@ -332,7 +330,6 @@ impl Worker {
                     cut = r.offset;
                     if items.is_empty() {
                         self.dead_letter_raw(&topic, p, r.offset, &r.frame, &e.to_string())?;
-                        self.set_cursor(&topic, p, r.offset + 1);
                         return Ok(true);
                     }
                     break;
@@ -702,6 +699,7 @@ impl Worker {
         self.shared
             .log
             .append_into(c.into_batch(), vec![(self.dlq_topic.clone(), vec![ev])])?;
+        self.set_cursor(topic, p, offset + 1);
         self.metrics.dead_letters.add(1);
         Ok(())
     }

@@ -317,11 +317,10 @@ impl ModuleInstance {
         self.batch.is_some()
     }
 
-    fn arm(&mut self, events: usize) {
+    fn arm(&mut self) {
         let per_event = self.store.data().ctx.limits.deadline;
         // A batch shares one deadline of `per_event`: a healthy batch is far
         // below it; one that is not is retried one event at a time.
-        let _ = events;
         let ticks = per_event.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64 + 1;
         self.store.set_epoch_deadline(ticks);
         self.store.data_mut().limiter.hit = false;
@@ -356,7 +355,7 @@ impl ModuleInstance {
                 message: "module has no handle-batch export".into(),
             });
         };
-        self.arm(n);
+        self.arm();
         let typed = func
             .typed::<(&[u8],), (Vec<Result<(), WitFailure>>,)>(&self.store)
             .map_err(|e| Trapped {
@@ -382,7 +381,7 @@ impl ModuleInstance {
 
     /// Call `handle` with one event.
     pub fn call_one(&mut self, ev: &EventRef<'_>) -> Result<Result<(), GuestFailure>, Trapped> {
-        self.arm(1);
+        self.arm();
         self.store.data_mut().txn.start_event(0);
         let wit = bindings::sluice::processor::types::Event {
             id: ev.id.into(),

@@ -100,8 +100,6 @@ pub struct Txn {
     emitted: Vec<Emitted>,
     emits_this_event: u32,
     writes_this_event: u32,
-    /// Limit hits in this batch, for the pipeline's counters.
-    pub limit_hits: Vec<(usize, LimitHit)>,
     /// A storage error seen by a host call; fails the batch.
     pub store_error: Option<String>,
     /// The index the next `start-event` must carry.
@@ -136,7 +134,6 @@ impl Txn {
             emitted: Vec::new(),
             emits_this_event: 0,
             writes_this_event: 0,
-            limit_hits: Vec::new(),
             store_error: None,
             next_event: 0,
             protocol_error: None,
@@ -155,7 +152,6 @@ impl Txn {
         self.emitted.clear();
         self.emits_this_event = 0;
         self.writes_this_event = 0;
-        self.limit_hits.clear();
         self.store_error = None;
         self.next_event = 0;
         self.protocol_error = None;
@@ -265,20 +261,15 @@ impl Txn {
             .as_ref()
             .is_some_and(|v| v.len() as u64 > self.limits.max_state_value)
         {
-            return Err(self.hit(LimitHit::StateValue));
+            return Err(LimitHit::StateValue);
         }
         if self.writes_this_event >= self.limits.max_state_writes {
-            return Err(self.hit(LimitHit::StateWrites));
+            return Err(LimitHit::StateWrites);
         }
         self.writes_this_event += 1;
         self.view.insert(key.clone(), value.clone());
         self.writes.push((self.current, key, value));
         Ok(())
-    }
-
-    fn hit(&mut self, h: LimitHit) -> LimitHit {
-        self.limit_hits.push((self.current, h.clone()));
-        h
     }
 
     /// Keys with `prefix` after `after`, at most `limit`, merged with this
@@ -330,13 +321,13 @@ impl Txn {
         headers: Vec<(String, Vec<u8>)>,
     ) -> Result<(), LimitHit> {
         if !self.produce.contains(&topic) {
-            return Err(self.hit(LimitHit::UndeclaredTopic(topic)));
+            return Err(LimitHit::UndeclaredTopic(topic));
         }
         if self.emits_this_event >= self.limits.max_emits {
-            return Err(self.hit(LimitHit::Emits));
+            return Err(LimitHit::Emits);
         }
         if data.len() as u64 > self.limits.max_emit_bytes {
-            return Err(self.hit(LimitHit::EmitBytes));
+            return Err(LimitHit::EmitBytes);
         }
         let index = self.emits_this_event;
         self.emits_this_event += 1;
@@ -401,11 +392,6 @@ impl Txn {
     /// The queued output events.
     pub fn emitted(&self) -> &[Emitted] {
         &self.emitted
-    }
-
-    /// The module this overlay belongs to.
-    pub fn module(&self) -> &str {
-        &self.module
     }
 
     /// Check a storage error seen during the batch.
