@@ -19,9 +19,13 @@ fn misbehaving_module_is_contained_and_the_healthy_one_stays_exact() {
         ("memory", "memory", ""),
         ("recursion", "stack", ""),
         ("panic", "panic", ""),
-        ("flood", "reject", "output limit"),
-        ("state-bomb", "reject", "state limit"),
+        ("flood", "output", "output limit"),
+        ("state-bomb", "state", "state limit"),
+        ("busy-over", "deadline", ""),
+        ("sleep-over", "deadline", "per-event deadline"),
     ];
+    // Close to the deadline but under it: these must succeed like any other.
+    let harmless = ["busy-under", "sleep-under"];
     let (mut events, expected) = orders(360, 20, 5, "adv-");
     let mut expect: BTreeMap<String, (&str, &str)> = BTreeMap::new();
     for (i, e) in events.iter_mut().enumerate() {
@@ -29,6 +33,8 @@ fn misbehaving_module_is_contained_and_the_healthy_one_stays_exact() {
             let (mode, class, msg) = modes[(i / 12) % modes.len()];
             e["data"]["mode"] = json!(mode);
             expect.insert(e["id"].as_str().unwrap().to_string(), (class, msg));
+        } else if i % 12 == 6 {
+            e["data"]["mode"] = json!(harmless[(i / 12) % harmless.len()]);
         }
     }
     host.produce("orders", &Value::Array(events));
@@ -48,10 +54,13 @@ fn misbehaving_module_is_contained_and_the_healthy_one_stays_exact() {
     }
 
     // Every abusive event is a dead letter of the right class; nothing else is.
-    let dlq = wait_for(Duration::from_secs(30), "dead letters", || {
-        let d = host.read_all("adversary.dlq");
-        (d.len() >= expect.len()).then_some(d)
-    });
+    let dlq = host.read_all("adversary.dlq");
+    let got: HashSet<&str> = dlq.iter().map(|d| d["id"].as_str().unwrap()).collect();
+    let missing: Vec<_> = expect
+        .iter()
+        .filter(|(id, _)| !got.contains(id.as_str()))
+        .collect();
+    assert!(missing.is_empty(), "not dead-lettered: {missing:?}");
     assert_eq!(dlq.len(), expect.len());
     for d in &dlq {
         let id = d["id"].as_str().unwrap();
@@ -83,7 +92,7 @@ fn misbehaving_module_is_contained_and_the_healthy_one_stays_exact() {
     );
 
     let m = host.module("adversary").metrics.unwrap();
-    for kind in ["deadline", "memory", "stack", "panic"] {
+    for kind in ["deadline", "memory", "stack", "panic", "output", "state"] {
         assert!(m.traps[kind] >= 5, "{kind} traps counted: {:?}", m.traps);
     }
     let peak = host.peak_rss();

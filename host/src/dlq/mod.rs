@@ -7,7 +7,7 @@
 //! | header | value |
 //! |---|---|
 //! | `sluice.dlq.module`, `sluice.dlq.module-version` | who failed |
-//! | `sluice.dlq.class` | `reject`, `retry` (attempts exhausted), `deadline`, `memory`, `stack`, `panic`, `trap`, `undecodable` |
+//! | `sluice.dlq.class` | `reject`, `retry` (attempts exhausted), `deadline`, `memory`, `stack`, `panic`, `output`, `state`, `trap`, `undecodable` |
 //! | `sluice.dlq.message` | the failure message |
 //! | `sluice.dlq.attempts` | attempts made |
 //! | `sluice.dlq.topic`, `.partition`, `.offset`, `.timestamp` | where the original was read |

@@ -33,11 +33,8 @@ pub struct Metrics {
     pub batches: Counter,
     /// Events deleted by retention before this module read them.
     pub lost_to_retention: Counter,
-    pub traps_deadline: Counter,
-    pub traps_memory: Counter,
-    pub traps_stack: Counter,
-    pub traps_panic: Counter,
-    pub traps_other: Counter,
+    /// Traps and limit hits, indexed like [`TrapKind::ALL`].
+    traps: [Counter; TrapKind::ALL.len()],
 }
 
 /// A copy of [`Metrics`] for serialization.
@@ -60,28 +57,15 @@ pub struct MetricsSnapshot {
 impl Metrics {
     /// Count a trap of `kind`.
     pub fn trap(&self, kind: TrapKind) {
-        match kind {
-            TrapKind::Deadline => &self.traps_deadline,
-            TrapKind::Memory => &self.traps_memory,
-            TrapKind::Stack => &self.traps_stack,
-            TrapKind::Panic => &self.traps_panic,
-            TrapKind::Other => &self.traps_other,
-        }
-        .add(1)
+        self.traps[kind as usize].add(1)
     }
 
     /// A snapshot of every counter.
     pub fn snapshot(&self) -> MetricsSnapshot {
-        let traps = [
-            ("deadline", &self.traps_deadline),
-            ("memory", &self.traps_memory),
-            ("stack", &self.traps_stack),
-            ("panic", &self.traps_panic),
-            ("trap", &self.traps_other),
-        ]
-        .into_iter()
-        .map(|(k, c)| (k.to_string(), c.get()))
-        .collect();
+        let traps = TrapKind::ALL
+            .iter()
+            .map(|k| (k.as_str().to_string(), self.traps[*k as usize].get()))
+            .collect();
         MetricsSnapshot {
             events_in: self.events_in.get(),
             applied: self.applied.get(),
@@ -94,6 +78,26 @@ impl Metrics {
             batches: self.batches.get(),
             lost_to_retention: self.lost_to_retention.get(),
             traps,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_trap_kind_is_counted_under_its_own_name() {
+        let m = Metrics::default();
+        for (i, k) in TrapKind::ALL.iter().enumerate() {
+            for _ in 0..=i {
+                m.trap(*k);
+            }
+        }
+        let s = m.snapshot();
+        assert_eq!(s.traps.len(), TrapKind::ALL.len());
+        for (i, k) in TrapKind::ALL.iter().enumerate() {
+            assert_eq!(s.traps[k.as_str()], i as u64 + 1, "{}", k.as_str());
         }
     }
 }

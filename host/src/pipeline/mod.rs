@@ -449,7 +449,7 @@ impl Worker {
         &mut self,
         p: u32,
         rest: &[(&Item<'_>, Vec<u8>)],
-    ) -> anyhow::Result<Result<Vec<Result<(), GuestFailure>>, Trapped>> {
+    ) -> anyhow::Result<Result<Vec<Result<(), Attempt>>, Trapped>> {
         let mut batch = BatchWriter::new();
         let mut metas = Vec::with_capacity(rest.len());
         for (it, _) in rest {
@@ -469,9 +469,16 @@ impl Worker {
                     message,
                 }),
                 Ok(()) => {
-                    for (i, why) in inst.txn().poisoned() {
+                    let mut results: Vec<Result<(), Attempt>> = results
+                        .drain(..)
+                        .map(|r| r.map_err(Attempt::Failed))
+                        .collect();
+                    for (i, kind, why) in inst.txn().poisoned() {
                         if let Some(r) = results.get_mut(*i) {
-                            *r = Err(GuestFailure::Reject(why.clone()));
+                            *r = Err(Attempt::Trapped(Trapped {
+                                kind: TrapKind::of_limit(kind),
+                                message: why.clone(),
+                            }));
                         }
                     }
                     Ok(results)
@@ -537,11 +544,13 @@ impl Worker {
         item: &Item<'_>,
         key: &[u8],
         mut attempts: u32,
-        failure: Option<GuestFailure>,
+        mut failure: Option<Attempt>,
         next: u64,
     ) -> anyhow::Result<Single> {
         let policy = self.manifest.retry.clone();
-        let mut failure = failure.map(Attempt::Failed);
+        if let Some(Attempt::Trapped(t)) = &failure {
+            self.metrics.trap(t.kind);
+        }
         let mut first_failure_ms = failure.as_ref().map(|_| now_ms());
         loop {
             // Decide what the last failed attempt means: dead letter, or try again.
@@ -572,11 +581,14 @@ impl Worker {
             let inst = self.instance()?;
             inst.txn().begin(p, vec![Self::meta(&item.ev)]);
             let r = match inst.call_one(&item.ev) {
-                Ok(Ok(())) => match inst.txn().poisoned().first() {
-                    Some((_, why)) => Ok(Err(GuestFailure::Reject(why.clone()))),
-                    None => Ok(Ok(())),
+                Ok(r) => match inst.txn().poisoned().first() {
+                    Some((_, kind, why)) => Err(Trapped {
+                        kind: TrapKind::of_limit(kind),
+                        message: why.clone(),
+                    }),
+                    None => Ok(r),
                 },
-                other => other,
+                Err(t) => Err(t),
             };
             inst.txn().take_store_error()?;
             attempts += 1;
@@ -592,7 +604,10 @@ impl Worker {
                 }
                 Err(trap) => {
                     self.metrics.trap(trap.kind);
-                    self.instance = None;
+                    if !matches!(trap.kind, TrapKind::Output | TrapKind::State) {
+                        // A wasm trap leaves the instance unusable; a limit does not.
+                        self.instance = None;
+                    }
                     tracing::warn!(module = %self.module, id = item.ev.id, attempts, kind = trap.kind.as_str(), error = %trap.message, "event trapped");
                     Attempt::Trapped(trap)
                 }

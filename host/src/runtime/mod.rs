@@ -15,7 +15,7 @@ mod stdio;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use thiserror::Error;
 use wasmtime::component::{Component, Func, HasSelf, InstancePre, Linker, ResourceTable};
@@ -71,11 +71,28 @@ pub enum TrapKind {
     Stack,
     /// The guest panicked / hit `unreachable`.
     Panic,
+    /// Emitted too many events or bytes for one input (`limits.max-emits`,
+    /// `limits.max-emit-bytes`).
+    Output,
+    /// Wrote a state value too large or too many values for one input
+    /// (`limits.max-state-value`, `limits.max-state-writes`).
+    State,
     /// Any other trap.
     Other,
 }
 
 impl TrapKind {
+    /// Every kind, in discriminant order.
+    pub const ALL: [TrapKind; 7] = [
+        TrapKind::Deadline,
+        TrapKind::Memory,
+        TrapKind::Stack,
+        TrapKind::Panic,
+        TrapKind::Output,
+        TrapKind::State,
+        TrapKind::Other,
+    ];
+
     /// Stable name used in metrics and dead-letter headers.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -83,12 +100,26 @@ impl TrapKind {
             TrapKind::Memory => "memory",
             TrapKind::Stack => "stack",
             TrapKind::Panic => "panic",
+            TrapKind::Output => "output",
+            TrapKind::State => "state",
             TrapKind::Other => "trap",
         }
     }
 }
 
-/// A call that trapped: the instance must not be used again.
+impl TrapKind {
+    /// The kind for a resource limit the overlay enforces (`output` or `state`).
+    pub fn of_limit(kind: &str) -> TrapKind {
+        match kind {
+            "output" => TrapKind::Output,
+            "state" => TrapKind::State,
+            _ => TrapKind::Other,
+        }
+    }
+}
+
+/// A call that trapped, or an event that exceeded a limit. After a wasm trap
+/// the instance must not be used again; after a limit it may.
 #[derive(Debug, Clone)]
 pub struct Trapped {
     pub kind: TrapKind,
@@ -126,6 +157,10 @@ pub struct HostState {
     pub txn: Txn,
     ctx: Arc<ModuleCtx>,
     log_bucket: host::LogBucket,
+    /// When the current call's deadline passes.
+    deadline_at: Instant,
+    /// The call trapped because it would have waited past `deadline_at`.
+    deadline_hit: bool,
 }
 
 impl WasiView for HostState {
@@ -179,6 +214,7 @@ impl Runtime {
         let engine = Engine::new(&config)?;
         let mut linker: Linker<HostState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        bound_guest_sleeps(&mut linker)?;
         bindings::Processor::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
         linker.instance("sluice:processor/batch@0.1.0")?.func_wrap(
             "start-event",
@@ -263,6 +299,8 @@ impl Runtime {
             },
             txn,
             log_bucket: host::LogBucket::new(),
+            deadline_at: Instant::now() + ctx.limits.deadline,
+            deadline_hit: false,
             ctx,
         };
         let mut store = Store::new(&self.engine, state);
@@ -284,6 +322,68 @@ impl Runtime {
             batch,
         })
     }
+}
+
+/// Epoch interruption only stops wasm code; a guest blocked in a host call
+/// (`sleep` is a wait on a monotonic-clock pollable) would hold its thread
+/// past the deadline. Replace the two ways to make such a pollable with
+/// versions that trap with `deadline` at once when the wait would end past the
+/// current call's deadline. Nothing else a module can wait on may become ready
+/// in this sandbox (no sockets, no files, empty stdin), so such a wait could
+/// only end in the deadline anyway.
+fn bound_guest_sleeps(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
+    use wasmtime::component::Resource;
+    use wasmtime_wasi::p2::DynPollable;
+    use wasmtime_wasi::p2::bindings::clocks::monotonic_clock::Host as _;
+
+    fn check(s: &mut HostState, ns: u64) -> wasmtime::Result<()> {
+        let left = s.deadline_at.saturating_duration_since(Instant::now());
+        if u128::from(ns) > left.as_nanos() {
+            s.deadline_hit = true;
+            wasmtime::bail!(
+                "deadline: the module waits {} ms with {} ms left of its per-event deadline (limits.deadline)",
+                ns / 1_000_000,
+                left.as_millis()
+            );
+        }
+        Ok(())
+    }
+    fn clocks(s: &mut HostState) -> wasmtime_wasi::clocks::WasiClocksCtxView<'_> {
+        wasmtime_wasi::clocks::WasiClocksView::clocks(s)
+    }
+    linker.allow_shadowing(true);
+    // Redefining an instance replaces all of it: `now` and `resolution` too.
+    let mut clock = linker.instance("wasi:clocks/monotonic-clock@0.2.6")?;
+    clock.func_wrap("now", |mut cx: StoreContextMut<'_, HostState>, (): ()| {
+        Ok((clocks(cx.data_mut()).now()?,))
+    })?;
+    clock.func_wrap(
+        "resolution",
+        |mut cx: StoreContextMut<'_, HostState>, (): ()| Ok((clocks(cx.data_mut()).resolution()?,)),
+    )?;
+    clock.func_wrap(
+        "subscribe-duration",
+        |mut cx: StoreContextMut<'_, HostState>,
+         (ns,): (u64,)|
+         -> wasmtime::Result<(Resource<DynPollable>,)> {
+            let s = cx.data_mut();
+            check(s, ns)?;
+            Ok((clocks(s).subscribe_duration(ns)?,))
+        },
+    )?;
+    clock.func_wrap(
+        "subscribe-instant",
+        |mut cx: StoreContextMut<'_, HostState>,
+         (when,): (u64,)|
+         -> wasmtime::Result<(Resource<DynPollable>,)> {
+            let s = cx.data_mut();
+            let now = clocks(s).now()?;
+            check(s, when.saturating_sub(now))?;
+            Ok((clocks(s).subscribe_instant(when)?,))
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
 }
 
 impl Drop for Runtime {
@@ -323,12 +423,17 @@ impl ModuleInstance {
         // below it; one that is not is retried one event at a time.
         let ticks = per_event.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64 + 1;
         self.store.set_epoch_deadline(ticks);
-        self.store.data_mut().limiter.hit = false;
+        let data = self.store.data_mut();
+        data.limiter.hit = false;
+        data.deadline_hit = false;
+        data.deadline_at = Instant::now() + per_event;
     }
 
     fn classify(&self, e: &wasmtime::Error) -> Trapped {
         let kind = if self.store.data().limiter.hit {
             TrapKind::Memory
+        } else if self.store.data().deadline_hit {
+            TrapKind::Deadline
         } else {
             match e.downcast_ref::<Trap>() {
                 Some(Trap::Interrupt) => TrapKind::Deadline,

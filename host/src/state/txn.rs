@@ -51,6 +51,17 @@ pub enum LimitHit {
     UndeclaredTopic(String),
 }
 
+impl LimitHit {
+    /// The failure class of a resource limit (`None` for a plain mistake).
+    pub fn kind(&self) -> Option<&'static str> {
+        match self {
+            LimitHit::Emits | LimitHit::EmitBytes => Some("output"),
+            LimitHit::StateValue | LimitHit::StateWrites => Some("state"),
+            LimitHit::UndeclaredTopic(_) => None,
+        }
+    }
+}
+
 impl std::fmt::Display for LimitHit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -106,8 +117,9 @@ pub struct Txn {
     next_event: usize,
     /// The guest broke the `start-event` protocol (the batch is re-run one event at a time).
     protocol_error: Option<String>,
-    /// Events that hit a limit they could not see (a `delete` has no result): failed.
-    poisoned: Vec<(usize, String)>,
+    /// Events that exceeded a resource limit: they fail whatever the guest
+    /// returns, with the limit's kind (`output` or `state`).
+    poisoned: Vec<(usize, &'static str, String)>,
 }
 
 impl Txn {
@@ -194,17 +206,27 @@ impl Txn {
         Ok(())
     }
 
-    /// Delete a key. A delete has no result for the guest to check, so a limit
-    /// hit fails the event instead.
+    /// Delete a key. A delete has no result for the guest to check; a limit
+    /// hit fails the event all the same (see [`Txn::poisoned`]).
     pub fn delete(&mut self, key: Vec<u8>) {
-        if let Err(e) = self.put(key, None) {
-            self.poisoned.push((self.current, e.to_string()));
-        }
+        let _ = self.put(key, None);
     }
 
-    /// Events that must fail whatever the guest returned: `(index, reason)`.
-    pub fn poisoned(&self) -> &[(usize, String)] {
+    /// Events that must fail whatever the guest returned, because they
+    /// exceeded a resource limit: `(index, kind, reason)`, kind `output` or
+    /// `state`. The guest also saw the error, but may have ignored it.
+    pub fn poisoned(&self) -> &[(usize, &'static str, String)] {
         &self.poisoned
+    }
+
+    /// Record `hit` against the current event and hand it back.
+    fn limit(&mut self, hit: LimitHit) -> LimitHit {
+        if let Some(kind) = hit.kind() {
+            if !self.poisoned.iter().any(|(i, _, _)| *i == self.current) {
+                self.poisoned.push((self.current, kind, hit.to_string()));
+            }
+        }
+        hit
     }
 
     /// The partition of the current batch.
@@ -261,10 +283,10 @@ impl Txn {
             .as_ref()
             .is_some_and(|v| v.len() as u64 > self.limits.max_state_value)
         {
-            return Err(LimitHit::StateValue);
+            return Err(self.limit(LimitHit::StateValue));
         }
         if self.writes_this_event >= self.limits.max_state_writes {
-            return Err(LimitHit::StateWrites);
+            return Err(self.limit(LimitHit::StateWrites));
         }
         self.writes_this_event += 1;
         self.view.insert(key.clone(), value.clone());
@@ -324,10 +346,10 @@ impl Txn {
             return Err(LimitHit::UndeclaredTopic(topic));
         }
         if self.emits_this_event >= self.limits.max_emits {
-            return Err(LimitHit::Emits);
+            return Err(self.limit(LimitHit::Emits));
         }
         if data.len() as u64 > self.limits.max_emit_bytes {
-            return Err(LimitHit::EmitBytes);
+            return Err(self.limit(LimitHit::EmitBytes));
         }
         let index = self.emits_this_event;
         self.emits_this_event += 1;
@@ -495,6 +517,8 @@ mod tests {
             t.put(b"k".to_vec(), Some(vec![0; 11])),
             Err(LimitHit::StateValue)
         );
+        assert_eq!(t.poisoned()[0].1, "state");
+        t.begin(0, vec![meta("a")]);
         let e = t.emit(
             "elsewhere".into(),
             "t".into(),
@@ -511,6 +535,11 @@ mod tests {
         }
         let e = t.emit("out".into(), "t".into(), None, vec![], None, None, vec![]);
         assert_eq!(e, Err(LimitHit::Emits));
+        assert_eq!(
+            t.poisoned(),
+            &[(0, "output", LimitHit::Emits.to_string())],
+            "a limit fails the event even if the guest ignores the error; an undeclared topic does not"
+        );
     }
 
     #[test]
@@ -541,6 +570,7 @@ mod tests {
         t.delete(b"x".to_vec());
         assert_eq!(t.poisoned().len(), 1);
         assert_eq!(t.poisoned()[0].0, 0);
+        assert_eq!(t.poisoned()[0].1, "state");
     }
 
     #[test]

@@ -2,7 +2,10 @@
 //! `loop` (never returns: the deadline must stop it), `memory` (allocates until
 //! the memory limit), `recursion` (exhausts the wasm stack), `panic`, `flood`
 //! (emits far more events than `limits.max-emits`), `state-bomb` (writes a value
-//! larger than `limits.max-state-value`); `fs`, `env`, `net` try to read a
+//! larger than `limits.max-state-value`); `busy-under`/`sleep-under` spin or
+//! sleep for 40 ms and `busy-over`/`sleep-over` for 60 s (its manifest's deadline
+//! is 100 ms: the first two must succeed, the last two be cut off at the
+//! deadline, the sleep too); `fs`, `env`, `net` try to read a
 //! file, an environment variable and open a socket, and emit what happened;
 //! `print` writes a line to stdout and one to stderr;
 //! anything else is handled normally.
@@ -11,6 +14,7 @@
 use serde::Deserialize;
 use sluice_guest::{Event, Result, emit, state};
 use std::hint::black_box;
+use std::time::{Duration, Instant};
 
 #[derive(Deserialize)]
 struct Input<'a> {
@@ -24,6 +28,20 @@ fn recurse(n: u64) -> u64 {
     } else {
         1 + black_box(recurse(n - 1))
     }
+}
+
+/// Well under the 100 ms deadline, with room for a loaded machine.
+const UNDER: Duration = Duration::from_millis(40);
+/// Far past it.
+const OVER: Duration = Duration::from_secs(60);
+
+/// Spin (calling the clock, as a busy-wait does) for `d`, then succeed.
+fn busy(d: Duration, event: &Event) -> Result {
+    let start = Instant::now();
+    while start.elapsed() < d {
+        black_box(());
+    }
+    emit("adversary-out", "ok", event.id.as_bytes().to_vec())
 }
 
 fn report<E: std::fmt::Display>(what: &str, r: std::result::Result<(), E>) -> Result {
@@ -64,6 +82,16 @@ pub fn handle(event: &Event) -> Result {
             Ok(())
         }
         "state-bomb" => state::set("bomb", vec![0u8; 8 << 20]),
+        "busy-under" => busy(UNDER, event),
+        "busy-over" => busy(OVER, event),
+        "sleep-under" => {
+            std::thread::sleep(UNDER);
+            emit("adversary-out", "ok", event.id.as_bytes().to_vec())
+        }
+        "sleep-over" => {
+            std::thread::sleep(OVER);
+            emit("adversary-out", "slept", event.id.as_bytes().to_vec())
+        }
         // Ambient authority: each must fail inside the guest. The outcome is
         // emitted so the test can see what the module got.
         "fs" => report("fs", std::fs::read_to_string("/etc/passwd").map(|_| ())),
