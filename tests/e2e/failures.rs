@@ -19,7 +19,7 @@ fn failed_attempts_leave_no_trace_and_retries_apply_once() {
         "retry-always",
         "ok",
         "panic",
-        "ok",
+        "retry-twice",
         "ok",
     ];
     let mut expect: BTreeMap<String, &str> = BTreeMap::new();
@@ -37,7 +37,7 @@ fn failed_attempts_leave_no_trace_and_retries_apply_once() {
 
     let succeeded: HashSet<&String> = expect
         .iter()
-        .filter(|(_, a)| matches!(**a, "ok" | "retry-once"))
+        .filter(|(_, a)| matches!(**a, "ok" | "retry-once" | "retry-twice"))
         .map(|(id, _)| id)
         .collect();
     let state: BTreeMap<String, Value> = host.state("flaky").into_iter().collect();
@@ -58,7 +58,7 @@ fn failed_attempts_leave_no_trace_and_retries_apply_once() {
     let mut counts: BTreeMap<String, u64> = BTreeMap::new();
     for (i, (id, a)) in expect.iter().enumerate() {
         let _ = i;
-        if matches!(*a, "ok" | "retry-once") {
+        if matches!(*a, "ok" | "retry-once" | "retry-twice") {
             let n: usize = id.trim_start_matches("f-").parse().unwrap();
             *counts.entry(format!("count/k{}", n % 7)).or_default() += 1;
         }
@@ -121,7 +121,11 @@ fn failed_attempts_leave_no_trace_and_retries_apply_once() {
         }
         assert_eq!(d["data"]["action"], expect[id], "original data kept");
     }
-    assert!(host.module("flaky").metrics.unwrap().traps["panic"] >= 30);
+    let m = host.module("flaky").metrics.unwrap();
+    assert!(m.traps["panic"] >= 30);
+    // Attempts per event: retry-once 2, retry-twice 3, retry-always and panic
+    // 3 (max-attempts): so 1 + 2 + 2 + 2 retries for each 30 of them.
+    assert_eq!(m.retries, 30 * (1 + 2 + 2 + 2), "{m:?}");
 }
 
 #[test]

@@ -1,12 +1,13 @@
 //! Test module for failure handling. Every event first writes state and emits,
-//! then acts on its `action` field: `ok`, `reject`, `retry-once` (fails the first
-//! attempt of each event id, then succeeds), `retry-always`, or `panic`. The
+//! then acts on its `action` field: `ok`, `reject`, `retry-once` / `retry-twice`
+//! (fail the first one or two attempts of each event id, then succeed),
+//! `retry-always`, or `panic`. The
 //! host must leave no trace of any failed attempt.
 
 use serde::Deserialize;
 use sluice_guest::{Event, Failure, Result, emit_json, state};
 use std::cell::RefCell;
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 #[derive(Deserialize)]
 struct Input<'a> {
@@ -16,7 +17,7 @@ struct Input<'a> {
 }
 
 thread_local! {
-    static FAILED_ONCE: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
+    static FAILURES: RefCell<HashMap<String, u32>> = RefCell::new(HashMap::new());
 }
 
 /// Apply the event's effects, then fail as its `action` says.
@@ -37,17 +38,29 @@ pub fn handle(event: &Event) -> Result {
             "event {} asked to be rejected",
             event.id
         ))),
-        "retry-once" => {
-            let first = FAILED_ONCE.with(|f| f.borrow_mut().insert(event.id.to_string()));
-            if first {
-                Err(Failure::retry("first attempt fails"))
-            } else {
-                Ok(())
-            }
-        }
+        "retry-once" => fail_first(event, 1),
+        "retry-twice" => fail_first(event, 2),
         "retry-always" => Err(Failure::retry("this event never succeeds")),
         "panic" => panic!("event {} asked for a panic", event.id),
         other => Err(Failure::reject(format!("unknown action `{other}`"))),
+    }
+}
+
+/// Fail the first `k` attempts at `event` with `retry`, then succeed.
+fn fail_first(event: &Event, k: u32) -> Result {
+    let failed = FAILURES.with(|f| {
+        let mut f = f.borrow_mut();
+        let n = f.entry(event.id.to_string()).or_default();
+        *n += 1;
+        *n - 1
+    });
+    if failed < k {
+        Err(Failure::retry(format!(
+            "attempt {} of {k} that fail",
+            failed + 1
+        )))
+    } else {
+        Ok(())
     }
 }
 
@@ -62,6 +75,10 @@ mod tests {
     fn retry_once_fails_then_succeeds() {
         TestHost::install();
         let ev = TestEvent::json("t", "x", r#"{"action":"retry-once","key":"a"}"#);
+        assert!(matches!(ev.with(handle), Err(Failure::Retry(_))));
+        assert!(ev.with(handle).is_ok());
+        let ev = TestEvent::json("t", "y", r#"{"action":"retry-twice","key":"a"}"#);
+        assert!(matches!(ev.with(handle), Err(Failure::Retry(_))));
         assert!(matches!(ev.with(handle), Err(Failure::Retry(_))));
         assert!(ev.with(handle).is_ok());
     }
