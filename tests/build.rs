@@ -11,6 +11,12 @@ use std::process::Command;
 
 const MODULES: &[&str] = &["filter", "aggregator", "router", "flaky", "adversary"];
 
+/// Second builds of a module with a cargo feature, staged as
+/// `<staged name>/<module>.wasm` with the manifest's version replaced: a newer
+/// version of the same module, for upgrade tests.
+/// (module, feature, staged name, version)
+const VARIANTS: &[(&str, &str, &str, &str)] = &[("flaky", "fixed", "flaky-v2", "0.2.0")];
+
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let root = manifest_dir.parent().unwrap().to_path_buf();
@@ -25,28 +31,29 @@ fn main() {
     for dir in ["modules", "guest-sdk", "wit"] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(&root)
-        .args(["build", "--profile", "wasm", "--target", "wasm32-wasip2"])
-        .arg("--target-dir")
-        .arg(&guest_target)
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_BUILD_TARGET")
-        .env_remove("CARGO_TARGET_DIR");
-    for m in MODULES {
-        cmd.args(["-p", m]);
-    }
-    let status = cmd
-        .status()
-        .expect("cannot run cargo to build the guest modules");
-    if !status.success() {
-        panic!(
-            "building the guest modules for wasm32-wasip2 failed (is the target installed? `rustup target add wasm32-wasip2`)"
-        );
-    }
     let staged = out.join("modules");
+    // Variants first: they share output file names with the plain builds,
+    // so each is copied away before the next build overwrites it.
+    for (m, feature, name, version) in VARIANTS {
+        build_guests(&root, &guest_target, &[m], Some(feature));
+        let dir = staged.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let wasm = guest_target
+            .join("wasm32-wasip2/wasm")
+            .join(format!("{m}.wasm"));
+        std::fs::copy(&wasm, dir.join(format!("{m}.wasm")))
+            .unwrap_or_else(|e| panic!("cannot copy {}: {e}", wasm.display()));
+        let manifest =
+            std::fs::read_to_string(root.join("modules").join(m).join("module.toml")).unwrap();
+        let mut lines: Vec<String> = manifest.lines().map(str::to_owned).collect();
+        let v = lines
+            .iter_mut()
+            .find(|l| l.starts_with("version"))
+            .expect("manifest has a version");
+        *v = format!("version = \"{version}\"");
+        std::fs::write(dir.join("module.toml"), lines.join("\n") + "\n").unwrap();
+    }
+    build_guests(&root, &guest_target, MODULES, None);
     for m in MODULES {
         let dir = staged.join(m);
         std::fs::create_dir_all(&dir).unwrap();
@@ -62,4 +69,32 @@ fn main() {
         .unwrap();
     }
     println!("cargo:rustc-env=SLUICE_GUEST_MODULES={}", staged.display());
+}
+
+/// `cargo build` the guest packages for wasm32-wasip2, optionally with a feature.
+fn build_guests(root: &Path, guest_target: &Path, packages: &[&str], feature: Option<&str>) {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(root)
+        .args(["build", "--profile", "wasm", "--target", "wasm32-wasip2"])
+        .arg("--target-dir")
+        .arg(guest_target)
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_BUILD_TARGET")
+        .env_remove("CARGO_TARGET_DIR");
+    for m in packages {
+        cmd.args(["-p", m]);
+    }
+    if let Some(f) = feature {
+        cmd.args(["--features", f]);
+    }
+    let status = cmd
+        .status()
+        .expect("cannot run cargo to build the guest modules");
+    if !status.success() {
+        panic!(
+            "building the guest modules for wasm32-wasip2 failed (is the target installed? `rustup target add wasm32-wasip2`)"
+        );
+    }
 }

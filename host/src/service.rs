@@ -226,6 +226,12 @@ impl Service {
         self.log
             .ensure_topic(&manifest.dlq_topic(), None)
             .map_err(|e| e.to_string())?;
+        // Replays land in the partition their original came from.
+        if let Some((_, n)) = counts.first() {
+            self.log
+                .ensure_topic(&manifest.replay_topic(), Some(*n))
+                .map_err(|e| format!("module `{}`: {e}", manifest.name))?;
+        }
         let name = manifest.name.clone();
         let pipeline = Pipeline::start(self.shared.clone(), manifest, loaded)?;
         self.failed.lock().unwrap().remove(&name);
@@ -239,17 +245,19 @@ impl Service {
     /// Cursor, end and lag of each partition a module reads.
     fn partitions(&self, name: &str, manifest: &Manifest) -> Vec<PartitionInfo> {
         let mut out = Vec::new();
-        for s in &manifest.subscribe {
-            for part in 0..self.log.partitions(&s.topic).unwrap_or(0) {
+        let replay = manifest.replay_topic();
+        let topics = manifest.subscribe.iter().map(|s| &s.topic).chain([&replay]);
+        for topic in topics {
+            for part in 0..self.log.partitions(topic).unwrap_or(0) {
                 let cursor = self
                     .store
-                    .cursor(name, &s.topic, part)
+                    .cursor(name, topic, part)
                     .ok()
                     .flatten()
                     .unwrap_or(0);
-                let end = self.log.bounds(&s.topic, part).map(|b| b.1).unwrap_or(0);
+                let end = self.log.bounds(topic, part).map(|b| b.1).unwrap_or(0);
                 out.push(PartitionInfo {
-                    topic: s.topic.clone(),
+                    topic: topic.clone(),
                     partition: part,
                     cursor,
                     end,
@@ -268,6 +276,15 @@ impl Service {
             .flat_map(|(name, (_, p))| self.partitions(name, &p.manifest))
             .map(|p| p.lag)
             .sum()
+    }
+
+    /// `(dead-letter topic, replay topic)` of a loaded module.
+    pub fn dlq_topics(&self, name: &str) -> Result<(String, String), String> {
+        let modules = self.modules.lock().unwrap();
+        let Some((_, p)) = modules.get(name) else {
+            return Err(format!("no module named `{name}` is loaded"));
+        };
+        Ok((p.manifest.dlq_topic(), p.manifest.replay_topic()))
     }
 
     /// Whether `name` is loaded or failed to load.

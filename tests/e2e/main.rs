@@ -4,6 +4,7 @@
 mod adversaries;
 mod bad_input;
 mod crash;
+mod dlq;
 mod duplicates;
 mod failures;
 mod quickstart;

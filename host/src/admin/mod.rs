@@ -9,6 +9,10 @@
 //! | `GET /v1/modules` | modules: version, status, cursor and lag per partition, state size, counters |
 //! | `GET /v1/modules/{name}/state?prefix=&limit=` | a module's state entries |
 //! | `POST /v1/modules/{name}/resume` | bring a quarantined module back |
+//! | `GET /v1/modules/{name}/dlq` | dead letters: count, oldest, newest, count per failure class |
+//! | `GET /v1/modules/{name}/dlq/events?id=&limit=` | the dead letters (optionally of one event id) |
+//! | `POST /v1/modules/{name}/dlq/replay` | `{"ids": [...]}` or `{"all": true}`: replay through the module |
+//! | `POST /v1/modules/{name}/dlq/purge` | delete the dead letters present now |
 //! | `GET /v1/status` | outbox backlog, total lag, whether everything is processed (`idle`) |
 //! | `GET /healthz` | process alive |
 //!
@@ -48,6 +52,10 @@ pub fn router(svc: Arc<Service>) -> Router {
         .route("/v1/modules", get(modules))
         .route("/v1/modules/{name}/state", get(state))
         .route("/v1/modules/{name}/resume", post(resume))
+        .route("/v1/modules/{name}/dlq", get(dlq_summary))
+        .route("/v1/modules/{name}/dlq/events", get(dlq_events))
+        .route("/v1/modules/{name}/dlq/replay", post(dlq_replay))
+        .route("/v1/modules/{name}/dlq/purge", post(dlq_purge))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(svc)
 }
@@ -59,7 +67,9 @@ fn error(status: StatusCode, body: Value) -> Response {
 fn topic_error(e: TopicError) -> Response {
     let status = match &e {
         TopicError::Unknown(_) => StatusCode::NOT_FOUND,
-        TopicError::BadName(_) | TopicError::Partitions { .. } => StatusCode::BAD_REQUEST,
+        TopicError::BadName(_) | TopicError::Partitions { .. } | TopicError::NoPartition { .. } => {
+            StatusCode::BAD_REQUEST
+        }
         TopicError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
     error(status, json!({ "error": e.to_string() }))
@@ -229,6 +239,105 @@ async fn resume(State(svc): State<Arc<Service>>, Path(name): Path<String>) -> Re
         Ok(was) => Json(json!({ "module": name, "was_quarantined": was })).into_response(),
         Err(e) => error(StatusCode::NOT_FOUND, json!({ "error": e })),
     }
+}
+
+/// Run `f` with the module's `(dlq topic, replay topic)` off the reactor.
+async fn with_dlq<F>(svc: Arc<Service>, name: String, f: F) -> Response
+where
+    F: FnOnce(&Service, &str, &str) -> Result<Value, TopicError> + Send + 'static,
+{
+    let topics = match svc.dlq_topics(&name) {
+        Ok(t) => t,
+        Err(e) => return error(StatusCode::NOT_FOUND, json!({ "error": e })),
+    };
+    match tokio::task::spawn_blocking(move || f(&svc, &topics.0, &topics.1)).await {
+        Ok(Ok(v)) => Json(v).into_response(),
+        Ok(Err(e)) => topic_error(e),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({ "error": e.to_string() }),
+        ),
+    }
+}
+
+async fn dlq_summary(State(svc): State<Arc<Service>>, Path(name): Path<String>) -> Response {
+    let module = name.clone();
+    with_dlq(svc, name, move |svc, dlq_topic, _| {
+        Ok(json!(crate::dlq::summary(&svc.log, &module, dlq_topic)?))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+struct DlqQuery {
+    id: Option<String>,
+    #[serde(default = "default_dlq_limit")]
+    limit: usize,
+}
+
+fn default_dlq_limit() -> usize {
+    1000
+}
+
+async fn dlq_events(
+    State(svc): State<Arc<Service>>,
+    Path(name): Path<String>,
+    Query(q): Query<DlqQuery>,
+) -> Response {
+    with_dlq(svc, name, move |svc, dlq_topic, _| {
+        let ids: Vec<String> = q.id.into_iter().collect();
+        let frames = crate::dlq::select(&svc.log, dlq_topic, &ids)?;
+        let total = frames.len();
+        let events: Vec<Value> = frames
+            .iter()
+            .take(q.limit)
+            .filter_map(|f| json::event_json(f).ok())
+            .collect();
+        Ok(json!({ "total": total, "events": events }))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+struct ReplayRequest {
+    #[serde(default)]
+    ids: Vec<String>,
+    #[serde(default)]
+    all: bool,
+}
+
+async fn dlq_replay(
+    State(svc): State<Arc<Service>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    let req: ReplayRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                json!({ "error": format!("replay request: {e} (send {{\"ids\": [...]}} or {{\"all\": true}})") }),
+            );
+        }
+    };
+    if req.ids.is_empty() != req.all {
+        return error(
+            StatusCode::BAD_REQUEST,
+            json!({ "error": "replay request: give either `ids` (non-empty) or `all: true`" }),
+        );
+    }
+    with_dlq(svc, name, move |svc, dlq_topic, replay_topic| {
+        let r = crate::dlq::replay(&svc.log, dlq_topic, replay_topic, &req.ids)?;
+        Ok(json!(r))
+    })
+    .await
+}
+
+async fn dlq_purge(State(svc): State<Arc<Service>>, Path(name): Path<String>) -> Response {
+    with_dlq(svc, name, move |svc, dlq_topic, _| {
+        Ok(json!({ "purged": svc.log.truncate(dlq_topic)? }))
+    })
+    .await
 }
 
 #[derive(Deserialize)]

@@ -120,14 +120,42 @@ impl Api {
         Ok((events, v["next"].as_u64().unwrap_or(from)))
     }
 
+    /// POST `body` (JSON, or nothing) to `path` and return the JSON answer.
+    pub(crate) fn post(&self, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let req = self.agent.post(&url);
+        let resp = match body {
+            Some(b) => req.send_json(b),
+            None => req.call(),
+        }
+        .map_err(|e| describe(&self.base, e))?;
+        resp.into_json()
+            .with_context(|| format!("bad response from {url}"))
+    }
+
     pub(crate) fn resume(&self, module: &str) -> anyhow::Result<Value> {
-        let url = format!("{}/v1/modules/{module}/resume", self.base);
-        let resp = self
-            .agent
-            .post(&url)
-            .call()
-            .map_err(|e| describe(&self.base, e))?;
-        Ok(resp.into_json()?)
+        self.post(&format!("/v1/modules/{module}/resume"), None)
+    }
+
+    pub(crate) fn dlq_summary(&self, module: &str) -> anyhow::Result<crate::dlq::Summary> {
+        let v = self.get(&format!("/v1/modules/{module}/dlq"))?;
+        serde_json::from_value(v).context("bad dead-letter summary from the host")
+    }
+
+    /// Dead letters of `module` (of one event id if given), at most `limit`.
+    pub(crate) fn dlq_events(
+        &self,
+        module: &str,
+        id: Option<&str>,
+        limit: usize,
+    ) -> anyhow::Result<Vec<Value>> {
+        let mut path = format!("/v1/modules/{module}/dlq/events?limit={limit}");
+        if let Some(id) = id {
+            path.push_str("&id=");
+            path.push_str(&encode_query(id));
+        }
+        let v = self.get(&path)?;
+        Ok(v["events"].as_array().cloned().unwrap_or_default())
     }
 
     pub(crate) fn status(&self) -> anyhow::Result<Value> {
@@ -138,4 +166,17 @@ impl Api {
         let v = self.get("/v1/modules")?;
         serde_json::from_value(v).context("bad module list from the host")
     }
+}
+
+/// Percent-encode a query parameter value.
+fn encode_query(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }

@@ -2,6 +2,7 @@
 //! `modules` are clients of a running host's HTTP API.
 
 mod client;
+mod dlq;
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -84,11 +85,72 @@ pub enum Command {
         #[arg(long, env = "SLUICE_ADDR", default_value = "http://127.0.0.1:7070")]
         addr: String,
     },
+    /// Inspect, replay and purge a module's dead letters.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
     /// List loaded modules with version, status, cursors, lag and state size.
     Modules {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Host API address.
+        #[arg(long, env = "SLUICE_ADDR", default_value = "http://127.0.0.1:7070")]
+        addr: String,
+    },
+}
+
+/// `sluice dlq ...`
+#[derive(Subcommand, Debug)]
+pub enum DlqCommand {
+    /// How many dead letters a module has: oldest, newest, count per failure class.
+    Ls {
+        /// Module name.
+        module: String,
+        /// Host API address.
+        #[arg(long, env = "SLUICE_ADDR", default_value = "http://127.0.0.1:7070")]
+        addr: String,
+    },
+    /// Print dead letters as JSON lines (all, or those of the given event ids).
+    Show {
+        /// Module name.
+        module: String,
+        /// Only this event id (repeatable).
+        #[arg(long = "id")]
+        ids: Vec<String>,
+        /// At most this many (per id).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Host API address.
+        #[arg(long, env = "SLUICE_ADDR", default_value = "http://127.0.0.1:7070")]
+        addr: String,
+    },
+    /// Send dead letters back through the module. Idempotent: an event
+    /// already applied is skipped, so replaying twice applies nothing twice.
+    Replay {
+        /// Module name.
+        module: String,
+        /// Replay this event id (repeatable).
+        #[arg(long = "id", required_unless_present = "all", conflicts_with = "all")]
+        ids: Vec<String>,
+        /// Replay every dead letter the module has now.
+        #[arg(long)]
+        all: bool,
+        /// At most this many events per second.
+        #[arg(long, value_name = "N")]
+        rate: Option<f64>,
+        /// Return once queued, without waiting for the module to read them.
+        #[arg(long)]
+        no_wait: bool,
+        /// Host API address.
+        #[arg(long, env = "SLUICE_ADDR", default_value = "http://127.0.0.1:7070")]
+        addr: String,
+    },
+    /// Delete the dead letters a module has now.
+    Purge {
+        /// Module name.
+        module: String,
         /// Host API address.
         #[arg(long, env = "SLUICE_ADDR", default_value = "http://127.0.0.1:7070")]
         addr: String,
@@ -121,6 +183,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         } => tail(&addr, &topic, latest, !no_follow, short),
         Command::Status { wait_idle, addr } => status(&addr, wait_idle),
         Command::Modules { json, addr } => modules(&addr, json),
+        Command::Dlq { command } => dlq::run(command),
         Command::Resume { module, addr } => {
             let v = client::Api::new(&addr).resume(&module)?;
             if v["was_quarantined"].as_bool().unwrap_or(false) {

@@ -68,7 +68,7 @@ pub struct Subscription {
 }
 
 /// Where a module starts reading a topic it has no cursor for yet.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum StartPosition {
     /// The oldest retained event.
     #[default]
@@ -301,7 +301,13 @@ impl Manifest {
         Ok(())
     }
 
-    /// The dead-letter topic.
+    /// Where `sluice dlq replay` puts dead letters for this module to read
+    /// again (partitioned like its inputs).
+    pub fn replay_topic(&self) -> String {
+        format!("{}.replay", self.name)
+    }
+
+    /// The dead-letter topic: `dead-letter-topic`, or `<name>.dlq`.
     pub fn dlq_topic(&self) -> String {
         self.dead_letter_topic
             .clone()

@@ -117,7 +117,12 @@ struct Worker {
     stop: Arc<AtomicBool>,
     dlq_topic: String,
     ttl_ms: u64,
+    /// Subscriptions: topic, type filter, partitions.
     subs: Vec<(String, Vec<String>, u32)>,
+    /// Where each subscription starts when the module has no cursor yet.
+    starts: Vec<StartPosition>,
+    /// The index in `subs` of the replay topic.
+    replay_sub: Option<usize>,
     cursors: std::collections::HashMap<(String, u32), u64>,
     /// After a trap in a batch, run this many more events one at a time.
     single_mode: usize,
@@ -177,13 +182,24 @@ impl Worker {
         });
         let produce: Arc<[String]> = manifest.produce.iter().map(|p| p.topic.clone()).collect();
         let mut subs = Vec::new();
+        let mut starts = Vec::new();
         for s in &manifest.subscribe {
             let n = shared
                 .log
                 .partitions(&s.topic)
                 .ok_or_else(|| anyhow::anyhow!("subscribed topic `{}` does not exist", s.topic))?;
             subs.push((s.topic.clone(), s.types.clone(), n));
+            starts.push(s.start);
         }
+        // Replayed dead letters: read from the start, whatever types they have.
+        let replay_sub = match shared.log.partitions(&manifest.replay_topic()) {
+            Some(n) => {
+                subs.push((manifest.replay_topic(), Vec::new(), n));
+                starts.push(StartPosition::Earliest);
+                Some(subs.len() - 1)
+            }
+            None => None,
+        };
         let mut w = Worker {
             dlq_topic: manifest.dlq_topic(),
             ttl_ms: manifest.idempotency.ttl.as_millis() as u64,
@@ -197,6 +213,8 @@ impl Worker {
             stop,
             subs,
             cursors: Default::default(),
+            starts,
+            replay_sub,
             single_mode: 0,
             status,
             quarantine,
@@ -215,13 +233,13 @@ impl Worker {
     fn init_cursors(&mut self) -> anyhow::Result<()> {
         let mut fresh = Commit::new(&self.shared.store);
         let mut any = false;
-        for (sub, (topic, _, n)) in self.manifest.subscribe.iter().zip(&self.subs) {
+        for (start, (topic, _, n)) in self.starts.iter().zip(&self.subs) {
             for p in 0..*n {
                 let c = match self.shared.store.cursor(&self.module, topic, p)? {
                     Some(c) => c,
                     None => {
                         let (first, next) = self.shared.log.bounds(topic, p).unwrap_or((0, 0));
-                        let c = match sub.start {
+                        let c = match *start {
                             StartPosition::Earliest => first,
                             StartPosition::Latest => next,
                             StartPosition::Offset(o) => o.clamp(first, next),
@@ -318,12 +336,25 @@ impl Worker {
         }
         let end = last.offset + 1;
         let types = &self.subs[si].1;
+        // A replayed event is shown to the module as it was first read.
+        let restored: Vec<Option<Vec<u8>>> = if Some(si) == self.replay_sub {
+            records
+                .iter()
+                .map(|r| dlq::restore_origin(&r.frame))
+                .collect()
+        } else {
+            Vec::new()
+        };
 
         let mut items: Vec<Item<'_>> = Vec::with_capacity(records.len());
         let mut cut = end;
         let mut seen_ids = HashSet::new();
-        for r in &records {
-            let ev = match EventRef::decode(&r.frame) {
+        for (i, r) in records.iter().enumerate() {
+            let frame: &[u8] = match restored.get(i) {
+                Some(Some(f)) => f,
+                _ => &r.frame,
+            };
+            let ev = match EventRef::decode(frame) {
                 Ok(ev) => ev,
                 Err(e) => {
                     // Cannot happen for frames this host wrote; never drop it silently.
@@ -343,7 +374,7 @@ impl Worker {
             }
             items.push(Item {
                 offset: r.offset,
-                frame: &r.frame,
+                frame,
                 ev,
             });
         }

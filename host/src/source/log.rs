@@ -22,6 +22,13 @@ pub enum TopicError {
     /// Bad topic name.
     #[error("`{0}` is not a valid topic name (letters, digits, `-`, `_`, `.`)")]
     BadName(String),
+    /// An event names a partition the topic does not have.
+    #[error("topic `{topic}` has {have} partitions, no partition {partition}")]
+    NoPartition {
+        topic: String,
+        partition: u32,
+        have: u32,
+    },
     /// The topic exists with another partition count.
     #[error("topic `{topic}` has {have} partitions, {want} requested")]
     Partitions { topic: String, have: u32, want: u32 },
@@ -67,6 +74,15 @@ pub struct EventLog {
     generation: Mutex<u64>,
     changed: Condvar,
     watch: tokio::sync::watch::Sender<u64>,
+}
+
+/// How [`EventLog::append_placed`] picks partitions.
+#[derive(Clone, Copy)]
+enum Placement {
+    /// By the key's hash (Kafka's murmur2), round robin without a key.
+    ByKey,
+    /// The partition the event already names.
+    AsGiven,
 }
 
 pub(crate) fn log_key(topic: &str, partition: u32, offset: u64) -> Vec<u8> {
@@ -261,8 +277,33 @@ impl EventLog {
     /// (a module's commit: state, idempotency marks, cursor).
     pub fn append_into(
         &self,
+        wb: WriteBatch,
+        batches: Vec<(String, Vec<OwnedEvent>)>,
+    ) -> Result<Vec<Vec<(u32, u64)>>, TopicError> {
+        self.append_placed(wb, batches, Placement::ByKey)
+    }
+
+    /// Append events to the partition each one names in `partition` (a
+    /// replay must land where the original was read: state and idempotency
+    /// marks are per partition).
+    pub fn append_to_own_partitions(
+        &self,
+        topic: &str,
+        events: Vec<OwnedEvent>,
+    ) -> Result<Vec<(u32, u64)>, TopicError> {
+        self.append_placed(
+            WriteBatch::default(),
+            vec![(topic.to_string(), events)],
+            Placement::AsGiven,
+        )
+        .map(|mut v| v.pop().unwrap_or_default())
+    }
+
+    fn append_placed(
+        &self,
         mut wb: WriteBatch,
         batches: Vec<(String, Vec<OwnedEvent>)>,
+        placement: Placement,
     ) -> Result<Vec<Vec<(u32, u64)>>, TopicError> {
         let mut topics = Vec::with_capacity(batches.len());
         for (name, _) in &batches {
@@ -287,9 +328,19 @@ impl EventLog {
             let n = t.partitions.len() as u32;
             let mut out = Vec::with_capacity(events.len());
             for mut ev in events {
-                let p = match &ev.key {
-                    Some(k) => super::partition::for_key(k, n),
-                    None => (t.round_robin.fetch_add(1, Ordering::Relaxed) % n as u64) as u32,
+                let p = match (&ev.key, placement) {
+                    (_, Placement::AsGiven) if ev.partition < n => ev.partition,
+                    (_, Placement::AsGiven) => {
+                        return Err(TopicError::NoPartition {
+                            topic: name,
+                            partition: ev.partition,
+                            have: n,
+                        });
+                    }
+                    (Some(k), Placement::ByKey) => super::partition::for_key(k, n),
+                    (None, Placement::ByKey) => {
+                        (t.round_robin.fetch_add(1, Ordering::Relaxed) % n as u64) as u32
+                    }
                 };
                 let slot = advanced
                     .entry((Arc::as_ptr(t) as usize, p))
@@ -438,6 +489,49 @@ impl EventLog {
         Ok(found.unwrap_or(next))
     }
 
+    /// Delete every event of `topic` before the current end of each partition
+    /// (offsets are never reused). Returns how many were deleted.
+    pub fn truncate(&self, topic: &str) -> Result<u64, TopicError> {
+        let t = self
+            .topic(topic)
+            .ok_or_else(|| TopicError::Unknown(topic.into()))?;
+        let mut deleted = 0;
+        for (p, ps) in t.partitions.iter().enumerate() {
+            let mut ps = ps.lock().unwrap();
+            let end = ps.next;
+            deleted += self.delete_before(topic, p as u32, &mut ps, end)?;
+        }
+        Ok(deleted)
+    }
+
+    /// Delete a partition's events before `low`.
+    fn delete_before(
+        &self,
+        name: &str,
+        p: u32,
+        ps: &mut PartitionState,
+        low: u64,
+    ) -> Result<u64, TopicError> {
+        if low <= ps.first {
+            return Ok(0);
+        }
+        let mut wb = WriteBatch::default();
+        wb.delete_range_cf(
+            self.store.cf(CF_LOG),
+            log_key(name, p, ps.first),
+            log_key(name, p, low),
+        );
+        wb.put_cf(
+            self.store.cf(CF_META),
+            format!("low/{name}/{p}"),
+            ps.next.to_be_bytes(),
+        );
+        self.store.write(wb)?;
+        let deleted = low - ps.first;
+        ps.first = low;
+        Ok(deleted)
+    }
+
     /// Delete events beyond the retention limit. Returns how many were deleted.
     pub fn enforce_retention(&self) -> Result<u64, TopicError> {
         let topics: Vec<(String, Arc<Topic>)> = self
@@ -455,20 +549,7 @@ impl EventLog {
                     continue;
                 }
                 let low = ps.next - self.retention;
-                let mut wb = WriteBatch::default();
-                wb.delete_range_cf(
-                    self.store.cf(CF_LOG),
-                    log_key(&name, p as u32, ps.first),
-                    log_key(&name, p as u32, low),
-                );
-                wb.put_cf(
-                    self.store.cf(CF_META),
-                    format!("low/{name}/{p}"),
-                    ps.next.to_be_bytes(),
-                );
-                self.store.write(wb)?;
-                deleted += low - ps.first;
-                ps.first = low;
+                deleted += self.delete_before(&name, p as u32, &mut ps, low)?;
             }
         }
         Ok(deleted)

@@ -221,10 +221,10 @@ impl Txn {
 
     /// Record `hit` against the current event and hand it back.
     fn limit(&mut self, hit: LimitHit) -> LimitHit {
-        if let Some(kind) = hit.kind() {
-            if !self.poisoned.iter().any(|(i, _, _)| *i == self.current) {
-                self.poisoned.push((self.current, kind, hit.to_string()));
-            }
+        if let Some(kind) = hit.kind()
+            && !self.poisoned.iter().any(|(i, _, _)| *i == self.current)
+        {
+            self.poisoned.push((self.current, kind, hit.to_string()));
         }
         hit
     }

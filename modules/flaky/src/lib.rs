@@ -1,7 +1,9 @@
 //! Test module for failure handling. Every event first writes state and emits,
 //! then acts on its `action` field: `ok`, `reject`, `retry-once` / `retry-twice`
 //! (fail the first one or two attempts of each event id, then succeed),
-//! `retry-always`, or `panic`. The
+//! `retry-always`, or `panic`. Built with the `fixed` feature (version 0.2.0
+//! in the tests), it accepts `reject` events instead: an upgrade that fixes a
+//! bug, so its dead letters can be replayed. The
 //! host must leave no trace of any failed attempt.
 
 use serde::Deserialize;
@@ -34,6 +36,7 @@ pub fn handle(event: &Event) -> Result {
     )?;
     match input.action {
         "ok" => Ok(()),
+        "reject" if cfg!(feature = "fixed") => Ok(()),
         "reject" => Err(Failure::reject(format!(
             "event {} asked to be rejected",
             event.id
