@@ -104,7 +104,10 @@ impl Service {
             log.ensure_topic(&t.name, t.partitions)
                 .with_context(|| format!("topic `{}` from the host config", t.name))?;
         }
-        let runtime = Arc::new(Runtime::new().context("cannot start the WebAssembly engine")?);
+        let runtime = Arc::new(
+            Runtime::new(config.pipeline.memory_budget)
+                .context("cannot start the WebAssembly engine")?,
+        );
         let signal = Arc::new(Signal::default());
         let shared = Shared {
             store: store.clone(),

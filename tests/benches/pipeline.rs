@@ -92,7 +92,7 @@ fn ctx(name: &str, config: &[(&str, &str)]) -> Arc<ModuleCtx> {
 fn wasm_filter(frames: &[Vec<u8>], metas: &[InputMeta], batch: usize) -> (Duration, usize) {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(dir.path(), false).unwrap());
-    let rt = Runtime::new().unwrap();
+    let rt = Runtime::new(4 << 30).unwrap();
     let loaded = rt.load(&sluice_tests::component("filter")).unwrap();
     let limits = TxnLimits {
         max_emits: 100,

@@ -133,3 +133,38 @@ fn a_module_gets_no_files_environment_or_network() {
         "the denials are ordinary errors, not traps"
     );
 }
+
+#[test]
+fn a_host_wide_memory_budget_bounds_every_module_together() {
+    // Below the adversary's own 32 MiB cap: the budget is what stops it.
+    let host = HostProc::start("[pipeline]\nmemory-budget = \"12MiB\"\n", |m| {
+        stage(m, &["aggregator", "adversary"])
+    });
+    let (mut events, expected) = orders(60, 6, 3, "budget-");
+    for e in events.iter_mut().step_by(20) {
+        e["data"]["mode"] = json!("memory");
+    }
+    host.produce("orders", &Value::Array(events));
+    host.wait_caught_up("aggregator", Duration::from_secs(120));
+    host.wait_caught_up("adversary", Duration::from_secs(120));
+
+    let state: BTreeMap<String, Value> = host.state("aggregator").into_iter().collect();
+    for (c, (total, count)) in &expected {
+        let v = &state[&format!("total/{c}")];
+        assert_eq!(
+            (v["total"].as_i64(), v["count"].as_u64()),
+            (Some(*total), Some(*count)),
+            "{c}"
+        );
+    }
+    let dlq = host.read_all("adversary.dlq");
+    assert_eq!(dlq.len(), 3, "{dlq:?}");
+    for d in &dlq {
+        assert_eq!(d["headers"]["sluice.dlq.class"], "memory");
+        let msg = d["headers"]["sluice.dlq.message"].as_str().unwrap();
+        assert!(msg.contains("memory-budget"), "{msg}");
+    }
+    let status = host.get("/v1/status");
+    let used = status["wasm_memory"]["used"].as_u64().unwrap();
+    assert!(used > 0 && used <= 12 << 20, "{status}");
+}

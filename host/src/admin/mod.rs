@@ -13,7 +13,7 @@
 //! | `GET /v1/modules/{name}/dlq/events?id=&limit=` | the dead letters (optionally of one event id) |
 //! | `POST /v1/modules/{name}/dlq/replay` | `{"ids": [...]}` or `{"all": true}`: replay through the module |
 //! | `POST /v1/modules/{name}/dlq/purge` | delete the dead letters present now |
-//! | `GET /v1/status` | outbox backlog, total lag, whether everything is processed (`idle`) |
+//! | `GET /v1/status` | outbox backlog, total lag, whether everything is processed (`idle`), wasm memory in use and the budget |
 //! | `GET /healthz` | process alive |
 //!
 //! Errors are JSON: `{"error": "...", "field": "...", "index": n}`.
@@ -211,7 +211,13 @@ async fn status(State(svc): State<Arc<Service>>) -> Response {
     let res = tokio::task::spawn_blocking(move || {
         let outbox = s.store.outbox_len().unwrap_or(u64::MAX);
         let lag = s.lag();
-        json!({ "outbox_pending": outbox, "lag": lag, "idle": outbox == 0 && lag == 0 })
+        let budget = s.runtime.memory_budget();
+        json!({
+            "outbox_pending": outbox,
+            "lag": lag,
+            "idle": outbox == 0 && lag == 0,
+            "wasm_memory": { "used": budget.used(), "budget": s.config.pipeline.memory_budget },
+        })
     })
     .await;
     match res {

@@ -118,11 +118,22 @@ pub struct PipelineConfig {
     /// Most events handed to a module in one call and committed in one batch.
     #[serde(rename = "batch-size")]
     pub batch_size: usize,
+    /// Linear memory all module instances together may hold (each module is
+    /// also capped by its own `limits.memory`). A module that would grow past
+    /// it traps with `memory`; the others keep what they have.
+    #[serde(
+        rename = "memory-budget",
+        deserialize_with = "super::units::serde_units::size"
+    )]
+    pub memory_budget: u64,
 }
 
 impl Default for PipelineConfig {
     fn default() -> Self {
-        PipelineConfig { batch_size: 256 }
+        PipelineConfig {
+            batch_size: 256,
+            memory_budget: 4 << 30,
+        }
     }
 }
 

@@ -136,6 +136,7 @@ pub enum GuestFailure {
 /// The engine and linker shared by every module of a host.
 pub struct Runtime {
     engine: Engine,
+    budget: Arc<MemoryBudget>,
     linker: Linker<HostState>,
     stop: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -172,15 +173,61 @@ impl WasiView for HostState {
     }
 }
 
+/// Linear memory every instance of a host holds together, against a cap.
+#[derive(Debug)]
+pub struct MemoryBudget {
+    max: usize,
+    used: std::sync::atomic::AtomicUsize,
+}
+
+impl MemoryBudget {
+    /// A budget of `max` bytes.
+    pub fn new(max: u64) -> MemoryBudget {
+        MemoryBudget {
+            max: usize::try_from(max).unwrap_or(usize::MAX),
+            used: Default::default(),
+        }
+    }
+
+    /// Bytes held by live instances now.
+    pub fn used(&self) -> usize {
+        self.used.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Take `n` bytes if they fit.
+    fn take(&self, n: usize) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.used
+            .fetch_update(Relaxed, Relaxed, |u| {
+                u.checked_add(n).filter(|t| *t <= self.max)
+            })
+            .is_ok()
+    }
+
+    fn give_back(&self, n: usize) {
+        self.used.fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// One store's memory limits: its module's own cap, and its share of the
+/// host-wide budget (returned when the store is dropped).
 struct MemoryLimiter {
     max: usize,
     hit: bool,
+    budget: Arc<MemoryBudget>,
+    held: usize,
+}
+
+impl Drop for MemoryLimiter {
+    fn drop(&mut self) {
+        self.budget.give_back(self.held);
+    }
 }
 
 impl wasmtime::ResourceLimiter for MemoryLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
@@ -191,6 +238,16 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
                 self.max
             );
         }
+        let more = desired.saturating_sub(current);
+        if !self.budget.take(more) {
+            self.hit = true;
+            wasmtime::bail!(
+                "host memory budget: {more} more bytes requested, {} of {} in use by all modules ([pipeline] memory-budget)",
+                self.budget.used(),
+                self.budget.max
+            );
+        }
+        self.held += more;
         Ok(true)
     }
     fn table_growing(
@@ -205,8 +262,9 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
 
 impl Runtime {
     /// A new engine with epoch interruption, and a linker with every import a
-    /// module may use.
-    pub fn new() -> anyhow::Result<Runtime> {
+    /// module may use. All instances together hold at most `memory_budget`
+    /// bytes of linear memory.
+    pub fn new(memory_budget: u64) -> anyhow::Result<Runtime> {
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
@@ -235,6 +293,7 @@ impl Runtime {
             })?;
         Ok(Runtime {
             engine,
+            budget: Arc::new(MemoryBudget::new(memory_budget)),
             linker,
             stop,
         })
@@ -296,6 +355,8 @@ impl Runtime {
             limiter: MemoryLimiter {
                 max: ctx.limits.memory as usize,
                 hit: false,
+                budget: self.budget.clone(),
+                held: 0,
             },
             txn,
             log_bucket: host::LogBucket::new(),
@@ -386,6 +447,13 @@ fn bound_guest_sleeps(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
     Ok(())
 }
 
+impl Runtime {
+    /// The host-wide memory budget.
+    pub fn memory_budget(&self) -> &MemoryBudget {
+        &self.budget
+    }
+}
+
 impl Drop for Runtime {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -442,9 +510,11 @@ impl ModuleInstance {
                 _ => TrapKind::Other,
             }
         };
+        // The cause first: the chain's head is a long wasm backtrace.
+        let cause = e.root_cause().to_string();
         Trapped {
             kind,
-            message: format!("{e:#}"),
+            message: format!("{cause}\n{e:#}"),
         }
     }
 
@@ -511,5 +581,40 @@ impl ModuleInstance {
             Ok(r) => Ok(r.map_err(failure)),
             Err(e) => Err(self.classify(&e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmtime::ResourceLimiter as _;
+
+    #[test]
+    fn the_budget_is_shared_and_returned_when_a_store_goes() {
+        let budget = Arc::new(MemoryBudget::new(100));
+        let limiter = |max| MemoryLimiter {
+            max,
+            hit: false,
+            budget: budget.clone(),
+            held: 0,
+        };
+        let mut a = limiter(80);
+        let mut b = limiter(80);
+        assert!(a.memory_growing(0, 60, None).unwrap());
+        let e = b.memory_growing(0, 60, None).unwrap_err();
+        assert!(e.to_string().contains("memory-budget"), "{e}");
+        assert!(b.hit);
+        assert!(b.memory_growing(0, 40, None).unwrap(), "what is left fits");
+        let e = a.memory_growing(60, 90, None).unwrap_err();
+        assert!(
+            e.to_string().contains("limits.memory"),
+            "own cap first: {e}"
+        );
+        assert_eq!(budget.used(), 100);
+        drop(a);
+        assert_eq!(budget.used(), 40);
+        assert!(b.memory_growing(40, 80, None).unwrap());
+        drop(b);
+        assert_eq!(budget.used(), 0);
     }
 }
