@@ -13,8 +13,10 @@ use serde::{Deserialize, Serialize};
 use crate::config::{HostConfig, Manifest};
 use crate::pipeline::{MetricsSnapshot, Pipeline, Shared};
 use crate::runtime::Runtime;
-use crate::sink::Relay;
+use crate::sink::kafka::KafkaSink;
+use crate::sink::{Publisher, Relay};
 use crate::source::EventLog;
+use crate::source::kafka::Kafka;
 use crate::state::{StateSize, Store};
 use crate::util::Signal;
 
@@ -69,6 +71,10 @@ pub struct Service {
     pub store: Arc<Store>,
     pub log: Arc<EventLog>,
     pub runtime: Arc<Runtime>,
+    /// Set when topics live in Kafka.
+    pub kafka: Option<Arc<Kafka>>,
+    /// A producer for the ingest API, on Kafka.
+    pub kafka_producer: Option<KafkaSink>,
     shared: Shared,
     modules: Mutex<BTreeMap<String, (PathBuf, Pipeline)>>,
     failed: Mutex<BTreeMap<String, Failed>>,
@@ -100,9 +106,25 @@ impl Service {
             config.log.retention_events,
             config.log.auto_create_topics,
         )?);
-        for t in &config.topics {
-            log.ensure_topic(&t.name, t.partitions)
-                .with_context(|| format!("topic `{}` from the host config", t.name))?;
+        let kafka = config
+            .kafka
+            .clone()
+            .map(|k| Arc::new(Kafka::new(k, config.log.partitions)));
+        match &kafka {
+            None => {
+                for t in &config.topics {
+                    log.ensure_topic(&t.name, t.partitions)
+                        .with_context(|| format!("topic `{}` from the host config", t.name))?;
+                }
+            }
+            Some(k) => {
+                let topics: Vec<(String, Option<u32>)> = config
+                    .topics
+                    .iter()
+                    .map(|t| (t.name.clone(), t.partitions))
+                    .collect();
+                k.ensure_topics(&topics).map_err(anyhow::Error::msg)?;
+            }
         }
         let runtime = Arc::new(
             Runtime::new(config.pipeline.memory_budget)
@@ -114,14 +136,25 @@ impl Service {
             log: log.clone(),
             runtime: runtime.clone(),
             batch_size: config.pipeline.batch_size,
+            kafka: kafka.clone(),
+            relay: signal.clone(),
         };
-        let relay = Relay::start(store.clone(), log.clone(), signal)
+        let (publisher, kafka_producer) = match &kafka {
+            None => (Publisher::Log(log.clone()), None),
+            Some(k) => (
+                Publisher::Kafka(KafkaSink::new(k).map_err(anyhow::Error::msg)?),
+                Some(KafkaSink::new(k).map_err(anyhow::Error::msg)?),
+            ),
+        };
+        let relay = Relay::start(store.clone(), publisher, signal)
             .context("cannot start the outbox relay")?;
         let svc = Arc::new(Service {
             config,
             store,
             log,
             runtime,
+            kafka,
+            kafka_producer,
             shared,
             modules: Mutex::new(BTreeMap::new()),
             failed: Mutex::new(BTreeMap::new()),
@@ -204,37 +237,8 @@ impl Service {
             .runtime
             .load(&component)
             .map_err(|e| format!("module `{}`: {e}", manifest.name))?;
-        // Co-partitioned subscriptions: every subscribed topic must have the same partition count.
-        let mut counts = Vec::new();
-        for s in &manifest.subscribe {
-            let n = self
-                .log
-                .ensure_topic(&s.topic, None)
-                .map_err(|e| format!("module `{}`: {e}", manifest.name))?;
-            counts.push((s.topic.clone(), n));
-        }
-        if let Some((t0, n0)) = counts.first()
-            && let Some((t, n)) = counts.iter().find(|(_, n)| n != n0)
-        {
-            return Err(format!(
-                "module `{}`: subscribed topics must be co-partitioned, but `{t0}` has {n0} partitions and `{t}` has {n}",
-                manifest.name
-            ));
-        }
-        for p in &manifest.produce {
-            self.log
-                .ensure_topic(&p.topic, None)
-                .map_err(|e| format!("module `{}`: {e}", manifest.name))?;
-        }
-        self.log
-            .ensure_topic(&manifest.dlq_topic(), None)
-            .map_err(|e| e.to_string())?;
-        // Replays land in the partition their original came from.
-        if let Some((_, n)) = counts.first() {
-            self.log
-                .ensure_topic(&manifest.replay_topic(), Some(*n))
-                .map_err(|e| format!("module `{}`: {e}", manifest.name))?;
-        }
+        self.ensure_module_topics(&manifest)
+            .map_err(|e| format!("module `{}`: {e}", manifest.name))?;
         let name = manifest.name.clone();
         let pipeline = Pipeline::start(self.shared.clone(), manifest, loaded)?;
         self.failed.lock().unwrap().remove(&name);
@@ -245,8 +249,73 @@ impl Service {
         Ok(())
     }
 
+    /// Create the topics a module reads and writes (its dead-letter topic, and
+    /// on the embedded log its replay topic, included) and check that its
+    /// subscriptions are co-partitioned.
+    fn ensure_module_topics(&self, manifest: &Manifest) -> Result<(), String> {
+        let subscribed: Vec<(String, Option<u32>)> = manifest
+            .subscribe
+            .iter()
+            .map(|s| (s.topic.clone(), None))
+            .collect();
+        let mut others: Vec<(String, Option<u32>)> = manifest
+            .produce
+            .iter()
+            .map(|p| (p.topic.clone(), None))
+            .collect();
+        others.push((manifest.dlq_topic(), None));
+        let counts: Vec<u32> = match &self.kafka {
+            Some(k) => {
+                k.ensure_topics(&others)?;
+                k.ensure_topics(&subscribed)?
+            }
+            None => {
+                for (t, n) in &others {
+                    self.log.ensure_topic(t, *n).map_err(|e| e.to_string())?;
+                }
+                subscribed
+                    .iter()
+                    .map(|(t, n)| self.log.ensure_topic(t, *n))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| e.to_string())?
+            }
+        };
+        if let Some(n0) = counts.first()
+            && let Some(i) = counts.iter().position(|n| n != n0)
+        {
+            return Err(format!(
+                "subscribed topics must be co-partitioned, but `{}` has {n0} partitions and `{}` has {}",
+                subscribed[0].0, subscribed[i].0, counts[i]
+            ));
+        }
+        // Replays land in the partition their original came from.
+        if let (Some(n), None) = (counts.first(), &self.kafka) {
+            self.log
+                .ensure_topic(&manifest.replay_topic(), Some(*n))
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
     /// Cursor, end and lag of each partition a module reads.
-    fn partitions(&self, name: &str, manifest: &Manifest) -> Vec<PartitionInfo> {
+    fn partitions(&self, name: &str, pipeline: &Pipeline) -> Vec<PartitionInfo> {
+        let manifest = &pipeline.manifest;
+        if self.kafka.is_some() {
+            // The partitions this host holds now, as its module thread saw them.
+            return pipeline
+                .positions
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|((topic, partition), (cursor, end))| PartitionInfo {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    cursor: *cursor,
+                    end: *end,
+                    lag: end.saturating_sub(*cursor),
+                })
+                .collect();
+        }
         let mut out = Vec::new();
         let replay = manifest.replay_topic();
         let topics = manifest.subscribe.iter().map(|s| &s.topic).chain([&replay]);
@@ -276,7 +345,7 @@ impl Service {
         let modules = self.modules.lock().unwrap();
         modules
             .iter()
-            .flat_map(|(name, (_, p))| self.partitions(name, &p.manifest))
+            .flat_map(|(name, (_, p))| self.partitions(name, p))
             .map(|p| p.lag)
             .sum()
     }
@@ -300,7 +369,7 @@ impl Service {
     pub fn modules(&self) -> Vec<ModuleInfo> {
         let mut out = Vec::new();
         for (name, (dir, p)) in self.modules.lock().unwrap().iter() {
-            let partitions = self.partitions(name, &p.manifest);
+            let partitions = self.partitions(name, p);
             out.push(ModuleInfo {
                 name: name.clone(),
                 version: Some(p.manifest.version.clone()),

@@ -110,6 +110,9 @@ async fn produce(
             return error(StatusCode::BAD_REQUEST, v);
         }
     };
+    if svc.kafka.is_some() {
+        return produce_kafka(svc, topic, events).await;
+    }
     let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
     let log = svc.log.clone();
     let t = topic.clone();
@@ -138,7 +141,61 @@ async fn produce(
     }
 }
 
+/// Ingest on Kafka: publish (binary mode) and answer once every record is
+/// acknowledged. Events without an id get `<topic>/<partition>/<offset>` when read.
+async fn produce_kafka(
+    svc: Arc<Service>,
+    topic: String,
+    mut events: Vec<sluice_wire::OwnedEvent>,
+) -> Response {
+    for e in &mut events {
+        e.topic.clone_from(&topic);
+        if e.time.is_none() {
+            e.time = Some(crate::source::now_rfc3339());
+        }
+    }
+    let n = events.len();
+    let res = tokio::task::spawn_blocking(move || match &svc.kafka_producer {
+        Some(p) => p.publish(&events),
+        None => Err("no Kafka producer".to_string()),
+    })
+    .await;
+    match res {
+        Ok(Ok(())) => Json(json!({ "accepted": n })).into_response(),
+        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, json!({ "error": e })),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({ "error": e.to_string() }),
+        ),
+    }
+}
+
 async fn topics(State(svc): State<Arc<Service>>) -> Response {
+    if let Some(k) = svc.kafka.clone() {
+        let res = tokio::task::spawn_blocking(move || -> Result<Vec<Value>, String> {
+            let mut list = Vec::new();
+            for (name, n) in k.topics()? {
+                let parts: Vec<Value> = (0..n)
+                    .map(|p| {
+                        let (_, (first, end)) =
+                            k.read(&name, p, 0, 0, Duration::ZERO).unwrap_or_default();
+                        json!({ "partition": p, "first": first, "end": end })
+                    })
+                    .collect();
+                list.push(json!({ "name": name, "partitions": parts }));
+            }
+            Ok(list)
+        })
+        .await;
+        return match res {
+            Ok(Ok(list)) => Json(list).into_response(),
+            Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, json!({ "error": e })),
+            Err(e) => error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({ "error": e.to_string() }),
+            ),
+        };
+    }
     let list: Vec<Value> = svc
         .log
         .topics()
@@ -175,6 +232,32 @@ async fn read(
     Path((topic, partition)): Path<(String, u32)>,
     Query(q): Query<ReadQuery>,
 ) -> Response {
+    if let Some(k) = svc.kafka.clone() {
+        let limit = q.limit.clamp(1, 10_000);
+        let wait = Duration::from_millis(q.wait_ms.min(30_000));
+        let res =
+            tokio::task::spawn_blocking(move || k.read(&topic, partition, q.from, limit, wait))
+                .await;
+        return match res {
+            Ok(Ok((records, (first, end)))) => {
+                let next = records.last().map(|r| r.offset + 1).unwrap_or(q.from);
+                let events: Vec<Value> = records
+                    .iter()
+                    .filter_map(|r| match &r.invalid {
+                        None => json::event_json(&r.frame).ok(),
+                        Some(why) => Some(json!({ "offset": r.offset, "invalid": why })),
+                    })
+                    .collect();
+                Json(json!({ "events": events, "next": next.max(first), "end": end }))
+                    .into_response()
+            }
+            Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, json!({ "error": e })),
+            Err(e) => error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({ "error": e.to_string() }),
+            ),
+        };
+    }
     let Some(n) = svc.log.partitions(&topic) else {
         return topic_error(TopicError::Unknown(topic));
     };
@@ -217,6 +300,7 @@ async fn status(State(svc): State<Arc<Service>>) -> Response {
             "lag": lag,
             "idle": outbox == 0 && lag == 0,
             "wasm_memory": { "used": budget.used(), "budget": s.config.pipeline.memory_budget },
+            "kafka": s.kafka.as_ref().map(|k| k.health.report()),
         })
     })
     .await;

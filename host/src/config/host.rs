@@ -12,6 +12,9 @@
 //! [[topics]]
 //! name = "orders"
 //! partitions = 3
+//! [kafka]                      # present: topics live in Kafka, not the embedded log
+//! "bootstrap.servers" = "127.0.0.1:9092"   # any librdkafka property, passed through
+//! group-prefix = "sluice."     # each module consumes in group <prefix><module>
 //! ```
 //!
 //! Relative paths are resolved against the config file's directory.
@@ -45,6 +48,61 @@ pub struct HostConfig {
     /// Pipeline tuning.
     #[serde(default)]
     pub pipeline: PipelineConfig,
+    /// Kafka instead of the embedded log.
+    #[serde(default)]
+    pub kafka: Option<KafkaConfig>,
+}
+
+/// `[kafka]`: Sluice's own keys, and every other key (they contain a `.`)
+/// handed to librdkafka untouched.
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    /// Consumer group of module `m` is `<group-prefix><m>`.
+    pub group_prefix: String,
+    /// librdkafka properties (`bootstrap.servers`, `security.protocol`, ...).
+    pub properties: std::collections::BTreeMap<String, String>,
+}
+
+impl<'de> Deserialize<'de> for KafkaConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let table = std::collections::BTreeMap::<String, toml::Value>::deserialize(d)?;
+        let mut cfg = KafkaConfig {
+            group_prefix: "sluice.".into(),
+            properties: Default::default(),
+        };
+        for (k, v) in table {
+            let text = match v {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                other => {
+                    return Err(D::Error::custom(format!(
+                        "[kafka] {k}: expected a string, number or boolean, found {}",
+                        other.type_str()
+                    )));
+                }
+            };
+            match k.as_str() {
+                "group-prefix" => cfg.group_prefix = text,
+                _ if k.contains('.') => {
+                    cfg.properties.insert(k, text);
+                }
+                _ => {
+                    return Err(D::Error::custom(format!(
+                        "[kafka] unknown key `{k}`: Sluice's keys are `group-prefix`; librdkafka properties contain a `.` (e.g. `bootstrap.servers`)"
+                    )));
+                }
+            }
+        }
+        if !cfg.properties.contains_key("bootstrap.servers") {
+            return Err(D::Error::custom(
+                "[kafka] needs \"bootstrap.servers\" (e.g. \"127.0.0.1:9092\")",
+            ));
+        }
+        Ok(cfg)
+    }
 }
 
 fn default_data_dir() -> PathBuf {
@@ -147,6 +205,7 @@ impl Default for HostConfig {
             topics: Vec::new(),
             state: StateConfig::default(),
             pipeline: PipelineConfig::default(),
+            kafka: None,
         }
     }
 }
@@ -184,5 +243,38 @@ impl HostConfig {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<HostConfig, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn kafka_properties_pass_through_and_sluice_keys_are_checked() {
+        let c = parse(
+            "[kafka]\n\"bootstrap.servers\" = \"127.0.0.1:9092\"\n\"session.timeout.ms\" = 6000\ngroup-prefix = \"team-a.\"\n",
+        )
+        .unwrap();
+        let k = c.kafka.unwrap();
+        assert_eq!(k.group_prefix, "team-a.");
+        assert_eq!(k.properties["bootstrap.servers"], "127.0.0.1:9092");
+        assert_eq!(k.properties["session.timeout.ms"], "6000");
+        assert!(
+            parse("").unwrap().kafka.is_none(),
+            "no [kafka]: embedded log"
+        );
+
+        let e =
+            parse("[kafka]\n\"bootstrap.servers\" = \"x\"\ngroup_prefix = \"a\"\n").unwrap_err();
+        assert!(e.contains("unknown key `group_prefix`"), "{e}");
+        let e = parse("[kafka]\ngroup-prefix = \"a\"\n").unwrap_err();
+        assert!(e.contains("bootstrap.servers"), "{e}");
+        let e = parse("[kafka]\n\"bootstrap.servers\" = [\"a\"]\n").unwrap_err();
+        assert!(e.contains("bootstrap.servers"), "{e}");
     }
 }

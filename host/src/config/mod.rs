@@ -7,7 +7,7 @@ pub mod host;
 pub mod manifest;
 mod units;
 
-pub use host::HostConfig;
+pub use host::{HostConfig, KafkaConfig};
 pub use manifest::{Manifest, StartPosition};
 pub use units::{parse_duration, parse_size};
 

@@ -24,10 +24,11 @@ use sluice_wire::{BatchWriter, EventRef, OwnedEvent};
 use crate::config::{Manifest, StartPosition};
 use crate::dlq;
 use crate::runtime::{GuestFailure, Loaded, ModuleCtx, ModuleInstance, Runtime, TrapKind, Trapped};
-use crate::source::{EventLog, TopicError, now_ms};
+use crate::source::kafka::{Kafka, KafkaInput};
+use crate::source::{EventLog, Record, TopicError, now_ms};
 use crate::state::txn::{InputMeta, TxnLimits};
 use crate::state::{Commit, Store, Txn, dedup_key};
-use crate::util::{Flag, StoppableThread};
+use crate::util::{Flag, Signal, StoppableThread};
 
 pub use metrics::{Metrics, MetricsSnapshot};
 
@@ -38,7 +39,20 @@ pub struct Shared {
     pub log: Arc<EventLog>,
     pub runtime: Arc<Runtime>,
     pub batch_size: usize,
+    /// Set when topics live in Kafka instead of the embedded log.
+    pub kafka: Option<Arc<Kafka>>,
+    /// Wakes the outbox relay after a commit with outputs.
+    pub relay: Arc<Signal>,
 }
+
+/// Where a module reads its input.
+enum Input {
+    Log,
+    Kafka(Box<KafkaInput>),
+}
+
+/// A partition's cursor and end, as seen by this host (for the status API).
+pub type Positions = Arc<Mutex<std::collections::BTreeMap<(String, u32), (u64, u64)>>>;
 
 /// A handle to a running module.
 pub struct Pipeline {
@@ -48,6 +62,8 @@ pub struct Pipeline {
     pub status: Arc<Mutex<String>>,
     /// Set while the module is quarantined.
     pub quarantine: Arc<Flag>,
+    /// On Kafka: cursor and end of the partitions this host holds.
+    pub positions: Positions,
     thread: StoppableThread,
 }
 
@@ -59,6 +75,7 @@ impl Pipeline {
         let status = Arc::new(Mutex::new("running".to_string()));
         let stop = Arc::new(AtomicBool::new(false));
         let quarantine = Arc::new(Flag::default());
+        let positions = Positions::default();
         let mut worker = Worker::new(
             shared,
             manifest.clone(),
@@ -68,6 +85,7 @@ impl Pipeline {
                 stop: stop.clone(),
                 status: status.clone(),
                 quarantine: quarantine.clone(),
+                positions: positions.clone(),
             },
         )
         .map_err(|e| format!("module {}: {e:#}", manifest.name))?;
@@ -87,6 +105,7 @@ impl Pipeline {
             metrics,
             status,
             quarantine,
+            positions,
             thread,
         })
     }
@@ -103,6 +122,7 @@ struct Controls {
     stop: Arc<AtomicBool>,
     status: Arc<Mutex<String>>,
     quarantine: Arc<Flag>,
+    positions: Positions,
 }
 
 struct Worker {
@@ -130,6 +150,9 @@ struct Worker {
     quarantine: Arc<Flag>,
     /// Dead-lettered events since the last success.
     consecutive_failures: u32,
+    input: Input,
+    positions: Positions,
+    last_positions: std::time::Instant,
 }
 
 /// One event of a read, decoded enough to route it.
@@ -172,6 +195,7 @@ impl Worker {
             stop,
             status,
             quarantine,
+            positions,
         } = controls;
         let module: Arc<str> = manifest.name.as_str().into();
         let ctx = Arc::new(ModuleCtx {
@@ -183,16 +207,32 @@ impl Worker {
         let produce: Arc<[String]> = manifest.produce.iter().map(|p| p.topic.clone()).collect();
         let mut subs = Vec::new();
         let mut starts = Vec::new();
+        let input = match &shared.kafka {
+            None => Input::Log,
+            Some(k) => {
+                let topics: Vec<String> =
+                    manifest.subscribe.iter().map(|s| s.topic.clone()).collect();
+                Input::Kafka(Box::new(
+                    k.input(&manifest.name, &topics, shared.store.clone())
+                        .map_err(anyhow::Error::msg)?,
+                ))
+            }
+        };
         for s in &manifest.subscribe {
-            let n = shared
-                .log
-                .partitions(&s.topic)
-                .ok_or_else(|| anyhow::anyhow!("subscribed topic `{}` does not exist", s.topic))?;
+            let n = match &input {
+                Input::Log => shared.log.partitions(&s.topic),
+                Input::Kafka(k) => k.partitions(&s.topic),
+            }
+            .ok_or_else(|| anyhow::anyhow!("subscribed topic `{}` does not exist", s.topic))?;
             subs.push((s.topic.clone(), s.types.clone(), n));
             starts.push(s.start);
         }
-        // Replayed dead letters: read from the start, whatever types they have.
-        let replay_sub = match shared.log.partitions(&manifest.replay_topic()) {
+        // Replayed dead letters (embedded log): read from the start, whatever types they have.
+        let replay_topic = match &input {
+            Input::Log => shared.log.partitions(&manifest.replay_topic()),
+            Input::Kafka(_) => None,
+        };
+        let replay_sub = match replay_topic {
             Some(n) => {
                 subs.push((manifest.replay_topic(), Vec::new(), n));
                 starts.push(StartPosition::Earliest);
@@ -219,6 +259,9 @@ impl Worker {
             status,
             quarantine,
             consecutive_failures: 0,
+            input,
+            positions,
+            last_positions: std::time::Instant::now(),
             manifest,
         };
         if w.shared.store.is_quarantined(&w.module)? {
@@ -231,21 +274,25 @@ impl Worker {
 
     /// Load each partition's cursor, or place and persist it from `start`.
     fn init_cursors(&mut self) -> anyhow::Result<()> {
-        let mut fresh = Commit::new(&self.shared.store);
+        let store = self.shared.store.clone();
+        let mut fresh = Commit::new(&store);
         let mut any = false;
-        for (start, (topic, _, n)) in self.starts.iter().zip(&self.subs) {
+        let subs = self.subs.clone();
+        let starts = self.starts.clone();
+        for (start, (topic, _, n)) in starts.iter().zip(&subs) {
             for p in 0..*n {
                 let c = match self.shared.store.cursor(&self.module, topic, p)? {
                     Some(c) => c,
                     None => {
-                        let (first, next) = self.shared.log.bounds(topic, p).unwrap_or((0, 0));
+                        let (first, next) = self.bounds(topic, p).unwrap_or((0, 0));
                         let c = match *start {
                             StartPosition::Earliest => first,
                             StartPosition::Latest => next,
                             StartPosition::Offset(o) => o.clamp(first, next),
-                            StartPosition::Time(ms) => {
-                                self.shared.log.offset_for_time(topic, p, ms)?
-                            }
+                            StartPosition::Time(ms) => match &mut self.input {
+                                Input::Log => self.shared.log.offset_for_time(topic, p, ms)?,
+                                Input::Kafka(k) => k.offset_for_time(topic, p, ms).unwrap_or(next),
+                            },
                         };
                         fresh.cursor(&self.module, topic, p, c);
                         any = true;
@@ -300,6 +347,7 @@ impl Worker {
                 continue;
             }
             let seen = self.shared.log.generation();
+            self.poll_input(Duration::ZERO)?;
             let mut progressed = false;
             for si in 0..self.subs.len() {
                 for p in 0..self.subs[si].2 {
@@ -310,9 +358,13 @@ impl Worker {
                 }
             }
             if !progressed {
-                self.shared
-                    .log
-                    .wait_for_append(seen, Duration::from_millis(200));
+                match &self.input {
+                    Input::Log => self
+                        .shared
+                        .log
+                        .wait_for_append(seen, Duration::from_millis(200)),
+                    Input::Kafka(_) => self.poll_input(Duration::from_millis(200))?,
+                }
             }
         }
         Ok(())
@@ -322,14 +374,11 @@ impl Worker {
     fn poll_partition(&mut self, si: usize, p: u32) -> anyhow::Result<bool> {
         let topic = self.subs[si].0.clone();
         let from = self.cursors[&(topic.clone(), p)];
-        let records = self
-            .shared
-            .log
-            .read(&topic, p, from, self.shared.batch_size)?;
+        let records = self.read(&topic, p, from)?;
         let Some(last) = records.last() else {
             return Ok(false);
         };
-        if records[0].offset > from {
+        if records[0].offset > from && matches!(self.input, Input::Log) {
             let lost = records[0].offset - from;
             tracing::warn!(module = %self.module, topic, partition = p, from, to = records[0].offset, "retention deleted {lost} events this module had not read");
             self.metrics.lost_to_retention.add(lost);
@@ -350,6 +399,15 @@ impl Worker {
         let mut cut = end;
         let mut seen_ids = HashSet::new();
         for (i, r) in records.iter().enumerate() {
+            if let Some(reason) = &r.invalid {
+                // A broker record that is not a CloudEvent: dead-letter it as is.
+                cut = r.offset;
+                if items.is_empty() {
+                    self.dead_letter_raw(&topic, p, r.offset, &r.frame, reason)?;
+                    return Ok(true);
+                }
+                break;
+            }
             let frame: &[u8] = match restored.get(i) {
                 Some(Some(f)) => f,
                 _ => &r.frame,
@@ -447,16 +505,107 @@ impl Worker {
         }
         if todo.is_empty() || self.cursors[&(topic.clone(), p)] < cut {
             // Everything left was filtered out or already applied.
-            let mut c = Commit::new(&self.shared.store);
+            let store = self.shared.store.clone();
+            let mut c = Commit::new(&store);
             c.cursor(&self.module, &topic, p, cut);
-            c.commit()?;
+            self.publish(c, Vec::new())?;
             self.set_cursor(&topic, p, cut);
         }
         Ok(true)
     }
 
+    /// `(first, end)` of a partition.
+    fn bounds(&mut self, topic: &str, p: u32) -> Option<(u64, u64)> {
+        match &mut self.input {
+            Input::Log => self.shared.log.bounds(topic, p),
+            Input::Kafka(k) => k.bounds(topic, p),
+        }
+    }
+
+    /// Up to a batch of records of a partition from `from` (none from a
+    /// Kafka partition another host holds).
+    fn read(&mut self, topic: &str, p: u32, from: u64) -> Result<Vec<Record>, TopicError> {
+        match &mut self.input {
+            Input::Log => self.shared.log.read(topic, p, from, self.shared.batch_size),
+            Input::Kafka(k) => Ok(k.read(topic, p, from, self.shared.batch_size)),
+        }
+    }
+
+    /// On Kafka: fetch, serve rebalances (placing newly assigned partitions at
+    /// their cursors), publish positions for the status API.
+    fn poll_input(&mut self, wait: Duration) -> anyhow::Result<()> {
+        let Input::Kafka(k) = &mut self.input else {
+            return Ok(());
+        };
+        let fresh = k.poll(wait);
+        let ends =
+            if self.last_positions.elapsed() > Duration::from_millis(200) || !fresh.is_empty() {
+                self.last_positions = std::time::Instant::now();
+                Some(k.ends())
+            } else {
+                None
+            };
+        if !fresh.is_empty() {
+            let mut c = Commit::new(&self.shared.store);
+            for (t, p, at) in &fresh {
+                c.cursor(&self.module, t, *p, *at);
+                self.cursors.insert((t.clone(), *p), *at);
+            }
+            c.commit()?;
+        }
+        if let (Some(ends), Input::Kafka(k)) = (ends, &self.input) {
+            let mut pos = self.positions.lock().unwrap();
+            pos.clear();
+            for ((t, p), end) in ends {
+                if k.owns(&t, p) {
+                    let c = self.cursors.get(&(t.clone(), p)).copied().unwrap_or(0);
+                    pos.insert((t, p), (c, end.max(c)));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Commit `c`, with `outputs` (dead letters included): on the embedded log
+    /// appended in the same batch (ADR 0001); on Kafka written to the outbox
+    /// in the same batch, for the relay.
+    fn publish(
+        &mut self,
+        mut c: Commit<'_>,
+        outputs: Vec<(String, Vec<OwnedEvent>)>,
+    ) -> Result<(), TopicError> {
+        match &self.input {
+            Input::Log => {
+                if outputs.is_empty() {
+                    c.commit()?;
+                } else {
+                    self.shared.log.append_into(c.into_batch(), outputs)?;
+                }
+            }
+            Input::Kafka(_) => {
+                let any = !outputs.is_empty();
+                let mut frame = Vec::new();
+                for (_, events) in &outputs {
+                    for e in events {
+                        frame.clear();
+                        e.as_ref().encode_into(&mut frame);
+                        c.outbox(&self.module, &frame);
+                    }
+                }
+                c.commit()?;
+                if any {
+                    self.shared.relay.ring();
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn set_cursor(&mut self, topic: &str, p: u32, next: u64) {
         self.cursors.insert((topic.to_string(), p), next);
+        if let Input::Kafka(k) = &mut self.input {
+            k.committed(topic, p, next);
+        }
     }
 
     fn meta(ev: &EventRef<'_>) -> InputMeta {
@@ -549,10 +698,7 @@ impl Worker {
         // (ADR 0001): the log is the outbox.
         let outputs = txn.take_emitted();
         let emitted = outputs.len();
-        let wb = c.into_batch();
-        self.shared
-            .log
-            .append_into(wb, group_by_topic(outputs.into_iter().map(|e| e.out)))?;
+        self.publish(c, group_by_topic(outputs.into_iter().map(|e| e.out)))?;
         if let Some(inst) = self.instance.as_mut() {
             inst.txn().committed();
         }
@@ -693,11 +839,10 @@ impl Worker {
         }
         .record(&item.ev, &self.dlq_topic);
         tracing::warn!(module = %self.module, id = item.ev.id, topic, partition = p, offset = item.offset, class, attempts, reason = message, "dead-lettered");
-        let mut c = Commit::new(&self.shared.store);
+        let store = self.shared.store.clone();
+        let mut c = Commit::new(&store);
         c.cursor(&self.module, topic, p, next);
-        self.shared
-            .log
-            .append_into(c.into_batch(), vec![(self.dlq_topic.clone(), vec![dl])])?;
+        self.publish(c, vec![(self.dlq_topic.clone(), vec![dl])])?;
         self.set_cursor(topic, p, next);
         self.metrics.dead_letters.add(1);
         self.consecutive_failures += 1;
@@ -720,15 +865,10 @@ impl Worker {
         reason: &str,
     ) -> Result<(), TopicError> {
         let now = now_ms();
-        let original = OwnedEvent {
-            id: format!("{topic}/{p}/{offset}"),
-            source: "/sluice/undecodable".into(),
-            ty: "sluice.undecodable".into(),
-            data: frame.to_vec(),
-            topic: topic.into(),
-            partition: p,
-            offset,
-            ..Default::default()
+        let original = match EventRef::decode(frame) {
+            // A broker record the source already wrapped, with its key and headers.
+            Ok(ev) if ev.ty == crate::source::UNDECODABLE_TYPE => ev.to_owned_event(),
+            _ => crate::source::undecodable(topic, p, offset, None, frame, Vec::new()),
         };
         let ev = dlq::DeadLetter {
             module: &self.module,
@@ -740,11 +880,10 @@ impl Worker {
             last_failure_ms: now,
         }
         .record(&original.as_ref(), &self.dlq_topic);
-        let mut c = Commit::new(&self.shared.store);
+        let store = self.shared.store.clone();
+        let mut c = Commit::new(&store);
         c.cursor(&self.module, topic, p, offset + 1);
-        self.shared
-            .log
-            .append_into(c.into_batch(), vec![(self.dlq_topic.clone(), vec![ev])])?;
+        self.publish(c, vec![(self.dlq_topic.clone(), vec![ev])])?;
         self.set_cursor(topic, p, offset + 1);
         self.metrics.dead_letters.add(1);
         Ok(())

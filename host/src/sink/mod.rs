@@ -2,6 +2,7 @@
 //! topics: on the embedded log the append and the outbox delete are one
 //! `WriteBatch`, so each output is published exactly once.
 
+pub mod kafka;
 mod relay;
 
-pub use relay::Relay;
+pub use relay::{Publisher, Relay};

@@ -1,4 +1,6 @@
-//! The outbox relay thread.
+//! The outbox relay thread: outbox entries, in commit order, to the
+//! embedded log (append and delete in one `WriteBatch`: exactly once) or to
+//! Kafka (delete after the delivery reports: at least once, deterministic ids).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -7,8 +9,17 @@ use std::time::Duration;
 
 use sluice_wire::EventRef;
 
+use super::kafka::KafkaSink;
 use crate::source::EventLog;
 use crate::state::{CF_OUTBOX, Store};
+
+/// Where the relay publishes.
+pub enum Publisher {
+    /// The embedded log.
+    Log(Arc<EventLog>),
+    /// A Kafka cluster.
+    Kafka(KafkaSink),
+}
 use crate::util::{Signal, StoppableThread};
 
 /// Publishes committed outputs from the outbox.
@@ -20,7 +31,7 @@ impl Relay {
     /// Start the relay thread.
     pub fn start(
         store: Arc<Store>,
-        log: Arc<EventLog>,
+        publisher: Publisher,
         signal: Arc<Signal>,
     ) -> std::io::Result<Relay> {
         let stop = Arc::new(AtomicBool::new(false));
@@ -30,9 +41,12 @@ impl Relay {
             let mut next = 0;
             loop {
                 let seen = signal.seen();
-                match relay_once(&store, &log, &mut next, 2048) {
+                match relay_once(&store, &publisher, &mut next, 2048) {
                     Ok(0) => {
                         if s.load(Ordering::Relaxed) {
+                            if let Publisher::Kafka(k) = &publisher {
+                                k.flush();
+                            }
                             return;
                         }
                         signal.wait(seen, Duration::from_millis(100));
@@ -62,7 +76,7 @@ impl Relay {
 /// past them. Returns how many.
 pub fn relay_once(
     store: &Store,
-    log: &EventLog,
+    publisher: &Publisher,
     next: &mut u64,
     max: usize,
 ) -> Result<usize, String> {
@@ -86,12 +100,25 @@ pub fn relay_once(
     }
     let n = page.len();
     let cf = store.cf(CF_OUTBOX);
-    log.append_many(by_topic.into_iter().collect(), |wb| {
-        for s in seqs {
-            wb.delete_cf(cf, s.to_be_bytes());
+    match publisher {
+        Publisher::Log(log) => {
+            log.append_many(by_topic.into_iter().collect(), |wb| {
+                for s in seqs {
+                    wb.delete_cf(cf, s.to_be_bytes());
+                }
+            })
+            .map_err(|e| e.to_string())?;
         }
-    })
-    .map_err(|e| e.to_string())?;
+        Publisher::Kafka(k) => {
+            let events: Vec<_> = by_topic.into_values().flatten().collect();
+            k.publish(&events)?;
+            let mut wb = rocksdb::WriteBatch::default();
+            for s in seqs {
+                wb.delete_cf(cf, s.to_be_bytes());
+            }
+            store.write(wb).map_err(|e| e.to_string())?;
+        }
+    }
     if let Some((last, _, _)) = page.last() {
         *next = last + 1;
         store.set_relay_next(*next);

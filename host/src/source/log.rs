@@ -48,6 +48,9 @@ impl From<rocksdb::Error> for TopicError {
 pub struct Record {
     pub offset: u64,
     pub frame: Vec<u8>,
+    /// Set when the record could not be decoded into an event (from a broker):
+    /// `frame` then holds its raw value and this the reason.
+    pub invalid: Option<String>,
 }
 
 struct PartitionState {
@@ -415,6 +418,7 @@ impl EventLog {
             out.push(Record {
                 offset,
                 frame: frame.to_vec(),
+                invalid: None,
             });
         })?;
         Ok(out)

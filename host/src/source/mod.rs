@@ -1,5 +1,6 @@
-//! Where events come from. Today: the embedded log ([`EventLog`]), durable
-//! topics in the host's RocksDB, fed over the HTTP API ([`ingest`]).
+//! Where events come from: the embedded log ([`EventLog`]), durable topics in
+//! the host's RocksDB fed over the HTTP API ([`ingest`]), or Kafka
+//! ([`kafka`]), chosen by the host config.
 //!
 //! A topic has N partitions; an event goes to `murmur2(key) % N` (Kafka's
 //! default partitioner, so keys land the same way they would on Kafka) or
@@ -7,10 +8,38 @@
 //! keeps the newest `retention-events` per partition.
 
 pub mod ingest;
+pub mod kafka;
 mod log;
 pub mod partition;
 
 pub use log::{EventLog, Record, TopicError};
+
+/// CloudEvents type of the stand-in for a record that is not a valid event.
+pub const UNDECODABLE_TYPE: &str = "sluice.undecodable";
+
+/// A stand-in event for a record that could not be decoded: its raw value as
+/// data, its key and headers, id `<topic>/<partition>/<offset>`.
+pub fn undecodable(
+    topic: &str,
+    partition: u32,
+    offset: u64,
+    key: Option<&[u8]>,
+    value: &[u8],
+    headers: Vec<(String, Vec<u8>)>,
+) -> sluice_wire::OwnedEvent {
+    sluice_wire::OwnedEvent {
+        id: format!("{topic}/{partition}/{offset}"),
+        source: "/sluice/undecodable".into(),
+        ty: UNDECODABLE_TYPE.into(),
+        key: key.map(<[u8]>::to_vec),
+        data: value.to_vec(),
+        headers,
+        topic: topic.into(),
+        partition,
+        offset,
+        ..Default::default()
+    }
+}
 
 /// Now, as RFC 3339 (UTC, milliseconds).
 pub fn now_rfc3339() -> String {
@@ -19,6 +48,17 @@ pub fn now_rfc3339() -> String {
         .replace_nanosecond(now.millisecond() as u32 * 1_000_000)
         .unwrap_or(now);
     now.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Unix milliseconds as RFC 3339 (UTC).
+pub fn rfc3339_of_ms(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_default()
 }
 
