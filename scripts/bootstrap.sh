@@ -27,3 +27,7 @@ if ! have_libclang; then
     exit 1
   fi
 fi
+
+# The Kafka tests run against a real broker: tansu, built with cargo once
+# (~8 minutes on 2 cores) and then found in ~/.cargo/bin.
+"$(dirname "$0")/kafka-broker.sh" install

@@ -7,4 +7,5 @@ mod crash;
 mod dlq;
 mod duplicates;
 mod failures;
+mod kafka;
 mod quickstart;

@@ -4,6 +4,8 @@
 //! Every process a test starts is owned by a [`HostProc`], which kills it by PID
 //! when dropped. Waits are for a condition with a deadline, never a fixed sleep.
 
+pub mod kafka;
+
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

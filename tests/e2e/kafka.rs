@@ -1,0 +1,333 @@
+//! Sluice on a real Kafka-compatible broker (tansu): exactly-once effects
+//! through SIGKILLs, broker restarts, several hosts, independent modules,
+//! malformed records.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use serde_json::Value;
+use sluice_tests::kafka::{Broker, Storage};
+use sluice_tests::*;
+
+/// Sum of the aggregator's per-customer counts, if the host answers.
+fn applied(host: &HostProc) -> Option<u64> {
+    let v = get(&host.addr, "/v1/modules/aggregator/state?limit=1000000").ok()?;
+    Some(
+        v.as_array()?
+            .iter()
+            .filter_map(|e| e["value"]["count"].as_u64())
+            .sum(),
+    )
+}
+
+/// Totals per customer equal the independent computation.
+fn assert_totals(host: &HostProc, expected: &BTreeMap<String, (i64, u64)>) {
+    let state: BTreeMap<String, Value> = host.state("aggregator").into_iter().collect();
+    assert_eq!(state.len(), expected.len(), "one state entry per customer");
+    for (c, (total, count)) in expected {
+        let v = &state[&format!("total/{c}")];
+        assert_eq!(v["total"].as_i64(), Some(*total), "total of {c}");
+        assert_eq!(v["count"].as_u64(), Some(*count), "count of {c}");
+    }
+}
+
+/// The output topic, deduplicated by event id, holds one update per input.
+fn assert_one_update_per_input(broker: &Broker, n: usize) {
+    let updates = wait_for(Duration::from_secs(120), "every update published", || {
+        let u = broker.read_all("totals");
+        let ids: HashSet<String> = u
+            .iter()
+            .filter_map(|x| x["id"].as_str().map(str::to_owned))
+            .collect();
+        eprintln!(
+            "output topic: {} records, {} distinct ids",
+            u.len(),
+            ids.len()
+        );
+        (ids.len() >= n).then_some(u)
+    });
+    let mut by_id: HashMap<&str, &Value> = HashMap::new();
+    for u in &updates {
+        let id = u["id"].as_str().unwrap();
+        if let Some(prev) = by_id.insert(id, u) {
+            // A re-publish after a crash carries the same id and content.
+            assert_eq!(prev["data"], u["data"], "{id} published with two contents");
+        }
+    }
+    let inputs: HashSet<&str> = by_id
+        .values()
+        .map(|u| u["data"]["input"].as_str().unwrap())
+        .collect();
+    assert_eq!(by_id.len(), n, "distinct output ids");
+    assert_eq!(inputs.len(), n, "one update per input event");
+    eprintln!(
+        "{} records on the output topic, {} distinct ids",
+        updates.len(),
+        by_id.len()
+    );
+}
+
+#[test]
+fn kafka_sigkill_at_random_moments_is_exactly_once() {
+    const EVENTS: usize = 100_000;
+    const KILLS: u32 = 5;
+    let broker = Broker::start(Storage::Memory);
+    broker.create_topic("orders", 3);
+    let mut host = HostProc::start(&broker.host_config(), |m| stage(m, &["aggregator"]));
+    let (events, expected) = orders(EVENTS, 200, 11, "k-order-");
+
+    let done = Arc::new(AtomicBool::new(false));
+    let producer = {
+        let (done, bootstrap) = (done.clone(), broker.bootstrap());
+        let events = events.clone();
+        std::thread::spawn(move || {
+            let b = sluice_tests::kafka::Client::new(&bootstrap);
+            for chunk in events.chunks(5_000) {
+                b.produce("orders", chunk);
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            done.store(true, Ordering::SeqCst);
+        })
+    };
+
+    let mut rng = rand::rng();
+    let start = Instant::now();
+    let mut kills = 0;
+    let mut mid_stream = 0;
+    let mut last = 0;
+    while kills < KILLS {
+        assert!(start.elapsed() < Duration::from_secs(900), "took too long");
+        // Kill while it works: once it has made progress since its restart
+        // (rejoining the group takes a few seconds), at a random moment.
+        wait_for(Duration::from_secs(120), "progress after a restart", || {
+            let n = applied(&host).unwrap_or(0);
+            (n > last || n == EVENTS as u64).then_some(())
+        });
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..800)));
+        let seen = applied(&host);
+        last = seen.unwrap_or(last);
+        eprintln!("kill {}: applied {seen:?} of {EVENTS}", kills + 1);
+        if seen.is_some_and(|n| n < EVENTS as u64) || !done.load(Ordering::SeqCst) {
+            mid_stream += 1;
+        }
+        host.kill9();
+        kills += 1;
+        host.restart();
+    }
+    producer.join().unwrap();
+    assert!(mid_stream >= 3, "only {mid_stream} kills landed mid-stream");
+
+    wait_for(Duration::from_secs(600), "every event applied", || {
+        (applied(&host) == Some(EVENTS as u64)).then_some(())
+    });
+    eprintln!("all applied after {:?}", start.elapsed());
+    assert_totals(&host, &expected);
+    assert_one_update_per_input(&broker, EVENTS);
+}
+
+#[test]
+fn kafka_broker_restart_mid_stream_recovers_by_itself() {
+    // tansu on sqlite takes tens of milliseconds per produced record.
+    const EVENTS: usize = 600;
+    let mut broker = Broker::start(Storage::Sqlite);
+    broker.create_topic("orders", 3);
+    let host = HostProc::start(&broker.host_config(), |m| stage(m, &["aggregator"]));
+    let (events, expected) = orders(EVENTS, 20, 12, "r-order-");
+    broker.produce("orders", &events[..EVENTS / 2]);
+    wait_for(Duration::from_secs(120), "some progress", || {
+        (applied(&host).unwrap_or(0) > 0).then_some(())
+    });
+
+    // The broker goes away for ~10 s while the host has work in flight.
+    broker.stop();
+    let outage = Instant::now();
+    let status = wait_for(Duration::from_secs(30), "the outage to be reported", || {
+        let s = host.get("/v1/status");
+        (s["kafka"]["reachable"] == false).then_some(s)
+    });
+    eprintln!("status during the outage: {status}");
+    std::thread::sleep(Duration::from_secs(10).saturating_sub(outage.elapsed()));
+    broker.restart();
+    broker.produce("orders", &events[EVENTS / 2..]);
+
+    wait_for(Duration::from_secs(300), "every event applied", || {
+        (applied(&host) == Some(EVENTS as u64)).then_some(())
+    });
+    wait_for(
+        Duration::from_secs(60),
+        "the host to see the broker again",
+        || (host.get("/v1/status")["kafka"]["reachable"] == true).then_some(()),
+    );
+    assert_totals(&host, &expected);
+    assert_one_update_per_input(&broker, EVENTS);
+}
+
+/// `(topic, partition)` pairs a host's module holds now.
+fn held(host: &HostProc, module: &str) -> Vec<u32> {
+    host.module(module)
+        .partitions
+        .iter()
+        .map(|p| p.partition)
+        .collect()
+}
+
+#[test]
+fn two_hosts_share_the_partitions_of_a_stateless_module() {
+    const EVENTS: usize = 20_000;
+    let broker = Broker::start(Storage::Memory);
+    broker.create_topic("orders", 3);
+    let a = HostProc::start(&broker.host_config(), |m| stage(m, &["router"]));
+    let b = HostProc::start(&broker.host_config(), |m| stage(m, &["router"]));
+    let (pa, pb) = wait_for(
+        Duration::from_secs(60),
+        "both hosts to hold partitions",
+        || {
+            let (pa, pb) = (held(&a, "router"), held(&b, "router"));
+            (!pa.is_empty() && !pb.is_empty() && pa.len() + pb.len() == 3).then_some((pa, pb))
+        },
+    );
+    eprintln!("assignment: host A holds {pa:?}, host B holds {pb:?}");
+    assert!(
+        pa.iter().all(|p| !pb.contains(p)),
+        "disjoint: {pa:?} {pb:?}"
+    );
+
+    let (mut events, _) = orders(EVENTS, 100, 13, "two-");
+    for (i, e) in events.iter_mut().enumerate() {
+        e["data"]["seq"] = Value::from(i);
+    }
+    broker.produce("orders", &events);
+    let out = wait_for(Duration::from_secs(300), "every output", || {
+        let o = broker.read_all("order-events");
+        let seqs: HashSet<u64> = o.iter().filter_map(|x| x["data"]["seq"].as_u64()).collect();
+        (seqs.len() == EVENTS).then_some(o)
+    });
+    let ids: HashSet<&str> = out.iter().filter_map(|x| x["id"].as_str()).collect();
+    assert_eq!(ids.len(), EVENTS, "one output id per input");
+    // Both hosts did part of the work.
+    for (name, h) in [("A", &a), ("B", &b)] {
+        let m = h.module("router").metrics.unwrap();
+        eprintln!("host {name} applied {}", m.applied);
+        assert!(m.applied > 0, "host {name} did nothing");
+    }
+}
+
+#[test]
+fn a_stopped_module_does_not_hold_back_another_modules_offsets() {
+    const EVENTS: usize = 3_000;
+    let broker = Broker::start(Storage::Memory);
+    broker.create_topic("orders", 3);
+    let host = HostProc::start(&broker.host_config(), |m| {
+        stage(m, &["aggregator", "flaky"]);
+        // flaky on the orders topic rejects every order (no `action`) and is
+        // quarantined after three in a row.
+        let path = m.join("flaky/module.toml");
+        let manifest = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("topic = \"flaky-in\"", "topic = \"orders\"")
+            .replace("max-attempts = 3", "max-attempts = 1\nquarantine-after = 3");
+        std::fs::write(path, manifest).unwrap();
+    });
+    let (events, expected) = orders(EVENTS, 20, 14, "ind-");
+    broker.produce("orders", &events);
+    wait_for(Duration::from_secs(120), "aggregator done", || {
+        (applied(&host) == Some(EVENTS as u64)).then_some(())
+    });
+    assert_totals(&host, &expected);
+    wait_for(Duration::from_secs(30), "flaky quarantined", || {
+        (host.module("flaky").status == "quarantined").then_some(())
+    });
+    let committed = |group: &str| -> i64 {
+        broker
+            .committed(group, "orders", 3)
+            .into_iter()
+            .map(|o| o.max(0))
+            .sum()
+    };
+    let agg = wait_for(
+        Duration::from_secs(30),
+        "aggregator offsets committed",
+        || {
+            let c = committed("sluice.aggregator");
+            (c == EVENTS as i64).then_some(c)
+        },
+    );
+    let flaky = committed("sluice.flaky");
+    eprintln!("committed offsets: sluice.aggregator {agg}, sluice.flaky {flaky}");
+    assert!(
+        flaky <= 3,
+        "the quarantined module stopped after 3 events: {flaky}"
+    );
+}
+
+#[test]
+fn malformed_records_are_dead_lettered_with_the_reason() {
+    let broker = Broker::start(Storage::Memory);
+    broker.create_topic("orders", 1);
+    let mut host = HostProc::start(&broker.host_config(), |m| stage(m, &["aggregator"]));
+    let (events, expected) = orders(10, 3, 15, "mal-");
+    let ct = |v: &str| ("content-type".to_string(), v.as_bytes().to_vec());
+    let ce = |pairs: &[(&str, &[u8])]| -> Vec<(String, Vec<u8>)> {
+        pairs
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_vec()))
+            .collect()
+    };
+    let bad = vec![
+        (
+            None,
+            b"{not json".to_vec(),
+            vec![ct("application/cloudevents+json")],
+        ),
+        (
+            None,
+            br#"{"specversion":"1.0","id":"x","source":"/s"}"#.to_vec(),
+            vec![ct("application/cloudevents+json")],
+        ),
+        (
+            None,
+            b"{}".to_vec(),
+            ce(&[("ce_id", b"m1"), ("ce_type", b"order.created")]),
+        ),
+        (
+            None,
+            b"{}".to_vec(),
+            ce(&[
+                ("ce_source", b"/s"),
+                ("ce_type", &[0xc3, 0x28]),
+                ("ce_id", b"m2"),
+            ]),
+        ),
+    ];
+    broker.produce_raw("orders", bad);
+    broker.produce("orders", &events);
+    wait_for(Duration::from_secs(120), "the valid events applied", || {
+        (applied(&host) == Some(10)).then_some(())
+    });
+    assert_totals(&host, &expected);
+    let dlq = wait_for(Duration::from_secs(60), "four dead letters", || {
+        let d = broker.read_all("aggregator.dlq");
+        (d.len() >= 4).then_some(d)
+    });
+    assert_eq!(dlq.len(), 4);
+    let reasons: Vec<String> = dlq
+        .iter()
+        .map(|d| {
+            assert_eq!(d["headers"]["sluice.dlq.class"], "undecodable", "{d}");
+            d["headers"]["sluice.dlq.message"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    for want in ["not JSON", "type", "ce_source", "UTF-8"] {
+        assert!(
+            reasons.iter().any(|r| r.contains(want)),
+            "{want}: {reasons:?}"
+        );
+    }
+    assert!(host.alive(), "the host survived");
+}
