@@ -37,12 +37,7 @@ fn main() {
     for (m, feature, name, version) in VARIANTS {
         build_guests(&root, &guest_target, &[m], Some(feature));
         let dir = staged.join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        let wasm = guest_target
-            .join("wasm32-wasip2/wasm")
-            .join(format!("{m}.wasm"));
-        std::fs::copy(&wasm, dir.join(format!("{m}.wasm")))
-            .unwrap_or_else(|e| panic!("cannot copy {}: {e}", wasm.display()));
+        stage_component(&guest_target, m, &dir);
         let manifest =
             std::fs::read_to_string(root.join("modules").join(m).join("module.toml")).unwrap();
         let mut lines: Vec<String> = manifest.lines().map(str::to_owned).collect();
@@ -56,12 +51,7 @@ fn main() {
     build_guests(&root, &guest_target, MODULES, None);
     for m in MODULES {
         let dir = staged.join(m);
-        std::fs::create_dir_all(&dir).unwrap();
-        let wasm = guest_target
-            .join("wasm32-wasip2/wasm")
-            .join(format!("{m}.wasm"));
-        std::fs::copy(&wasm, dir.join(format!("{m}.wasm")))
-            .unwrap_or_else(|e| panic!("cannot copy {}: {e}", wasm.display()));
+        stage_component(&guest_target, m, &dir);
         std::fs::copy(
             root.join("modules").join(m).join("module.toml"),
             dir.join("module.toml"),
@@ -97,4 +87,14 @@ fn build_guests(root: &Path, guest_target: &Path, packages: &[&str], feature: Op
             "building the guest modules for wasm32-wasip2 failed (is the target installed? `rustup target add wasm32-wasip2`)"
         );
     }
+}
+
+/// Copy the freshly built `<m>.wasm` into `dir` (created if missing).
+fn stage_component(guest_target: &Path, m: &str, dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let wasm = guest_target
+        .join("wasm32-wasip2/wasm")
+        .join(format!("{m}.wasm"));
+    std::fs::copy(&wasm, dir.join(format!("{m}.wasm")))
+        .unwrap_or_else(|e| panic!("cannot copy {}: {e}", wasm.display()));
 }

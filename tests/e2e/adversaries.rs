@@ -43,15 +43,7 @@ fn misbehaving_module_is_contained_and_the_healthy_one_stays_exact() {
     assert!(host.alive(), "host died; log:\n{}", host.log());
 
     // The healthy module saw every event and is exact.
-    let state: BTreeMap<String, Value> = host.state("aggregator").into_iter().collect();
-    for (c, (total, count)) in &expected {
-        let v = &state[&format!("total/{c}")];
-        assert_eq!(
-            (v["total"].as_i64(), v["count"].as_u64()),
-            (Some(*total), Some(*count)),
-            "{c}"
-        );
-    }
+    host.assert_aggregator_totals(&expected);
 
     // Every abusive event is a dead letter of the right class; nothing else is.
     let dlq = host.read_all("adversary.dlq");
@@ -148,15 +140,7 @@ fn a_host_wide_memory_budget_bounds_every_module_together() {
     host.wait_caught_up("aggregator", Duration::from_secs(120));
     host.wait_caught_up("adversary", Duration::from_secs(120));
 
-    let state: BTreeMap<String, Value> = host.state("aggregator").into_iter().collect();
-    for (c, (total, count)) in &expected {
-        let v = &state[&format!("total/{c}")];
-        assert_eq!(
-            (v["total"].as_i64(), v["count"].as_u64()),
-            (Some(*total), Some(*count)),
-            "{c}"
-        );
-    }
+    host.assert_aggregator_totals(&expected);
     let dlq = host.read_all("adversary.dlq");
     assert_eq!(dlq.len(), 3, "{dlq:?}");
     for d in &dlq {

@@ -1,7 +1,7 @@
 //! Exactly-once under `kill -9`: the host is killed at random moments while
 //! events are produced and processed; final state and outputs must be exact.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -96,13 +96,7 @@ fn sigkill_at_random_moments_loses_nothing_and_applies_nothing_twice() {
     );
 
     // State: every customer's total and count equal the independent computation.
-    let state: BTreeMap<String, Value> = host.state("aggregator").into_iter().collect();
-    assert_eq!(state.len(), expected.len(), "one state entry per customer");
-    for (c, (total, count)) in &expected {
-        let v = &state[&format!("total/{c}")];
-        assert_eq!(v["total"].as_i64(), Some(*total), "total of {c}");
-        assert_eq!(v["count"].as_u64(), Some(*count), "count of {c}");
-    }
+    host.assert_aggregator_totals(&expected);
 
     // Outputs: exactly one update per input event, none published twice.
     let ids: HashSet<&str> = updates.iter().map(|u| u["id"].as_str().unwrap()).collect();

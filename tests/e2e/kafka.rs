@@ -2,7 +2,7 @@
 //! through SIGKILLs, broker restarts, several hosts, independent modules,
 //! malformed records.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -21,17 +21,6 @@ fn applied(host: &HostProc) -> Option<u64> {
             .filter_map(|e| e["value"]["count"].as_u64())
             .sum(),
     )
-}
-
-/// Totals per customer equal the independent computation.
-fn assert_totals(host: &HostProc, expected: &BTreeMap<String, (i64, u64)>) {
-    let state: BTreeMap<String, Value> = host.state("aggregator").into_iter().collect();
-    assert_eq!(state.len(), expected.len(), "one state entry per customer");
-    for (c, (total, count)) in expected {
-        let v = &state[&format!("total/{c}")];
-        assert_eq!(v["total"].as_i64(), Some(*total), "total of {c}");
-        assert_eq!(v["count"].as_u64(), Some(*count), "count of {c}");
-    }
 }
 
 /// The output topic, deduplicated by event id, holds one update per input.
@@ -124,7 +113,7 @@ fn kafka_sigkill_at_random_moments_is_exactly_once() {
         (applied(&host) == Some(EVENTS as u64)).then_some(())
     });
     eprintln!("all applied after {:?}", start.elapsed());
-    assert_totals(&host, &expected);
+    host.assert_aggregator_totals(&expected);
     assert_one_update_per_input(&broker, EVENTS);
 }
 
@@ -161,7 +150,7 @@ fn kafka_broker_restart_mid_stream_recovers_by_itself() {
         "the host to see the broker again",
         || (host.get("/v1/status")["kafka"]["reachable"] == true).then_some(()),
     );
-    assert_totals(&host, &expected);
+    host.assert_aggregator_totals(&expected);
     assert_one_update_per_input(&broker, EVENTS);
 }
 
@@ -236,7 +225,7 @@ fn a_stopped_module_does_not_hold_back_another_modules_offsets() {
     wait_for(Duration::from_secs(120), "aggregator done", || {
         (applied(&host) == Some(EVENTS as u64)).then_some(())
     });
-    assert_totals(&host, &expected);
+    host.assert_aggregator_totals(&expected);
     wait_for(Duration::from_secs(30), "flaky quarantined", || {
         (host.module("flaky").status == "quarantined").then_some(())
     });
@@ -307,7 +296,7 @@ fn malformed_records_are_dead_lettered_with_the_reason() {
     wait_for(Duration::from_secs(120), "the valid events applied", || {
         (applied(&host) == Some(10)).then_some(())
     });
-    assert_totals(&host, &expected);
+    host.assert_aggregator_totals(&expected);
     let dlq = wait_for(Duration::from_secs(60), "four dead letters", || {
         let d = broker.read_all("aggregator.dlq");
         (d.len() >= 4).then_some(d)

@@ -288,6 +288,23 @@ impl HostProc {
             .collect()
     }
 
+    /// The aggregator module's state: one `total/<customer>` entry per
+    /// customer, each with the expected total and count (as [`orders`]
+    /// computes them).
+    pub fn assert_aggregator_totals(
+        &self,
+        expected: &std::collections::BTreeMap<String, (i64, u64)>,
+    ) {
+        let state: std::collections::BTreeMap<String, Value> =
+            self.state("aggregator").into_iter().collect();
+        assert_eq!(state.len(), expected.len(), "one state entry per customer");
+        for (c, (total, count)) in expected {
+            let v = &state[&format!("total/{c}")];
+            assert_eq!(v["total"].as_i64(), Some(*total), "total of {c}");
+            assert_eq!(v["count"].as_u64(), Some(*count), "count of {c}");
+        }
+    }
+
     /// Wait until `module` has no lag on any partition.
     pub fn wait_caught_up(&self, module: &str, timeout: Duration) {
         wait_for(timeout, &format!("module {module} to catch up"), || {

@@ -12,11 +12,13 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use sluice_wire::OwnedEvent;
 
-use crate::source::kafka::{Kafka, block_on, encode};
+use crate::source::kafka::{Kafka, encode};
 
 /// A producer for the relay.
 pub struct KafkaSink {
     producer: FutureProducer,
+    /// Waits for delivery reports (built once, not per page).
+    waiter: tokio::runtime::Runtime,
     health: std::sync::Arc<crate::source::kafka::Health>,
 }
 
@@ -38,8 +40,13 @@ impl KafkaSink {
         let producer = cfg
             .create()
             .map_err(|e| format!("cannot create a Kafka producer: {e}"))?;
+        let waiter = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(|e| format!("cannot start a runtime for delivery reports: {e}"))?;
         Ok(KafkaSink {
             producer,
+            waiter,
             health: kafka.health.clone(),
         })
     }
@@ -83,7 +90,7 @@ impl KafkaSink {
                 }
             }
         }
-        block_on(async {
+        self.waiter.block_on(async {
             for f in pending {
                 match f.await {
                     Ok(Ok(_)) => {}

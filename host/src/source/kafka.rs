@@ -184,12 +184,7 @@ impl Kafka {
         topic: &str,
     ) -> Result<Option<u32>, KafkaError> {
         let md = admin.inner().fetch_metadata(Some(topic), REQUEST_TIMEOUT)?;
-        Ok(md
-            .topics()
-            .iter()
-            .find(|t| t.name() == topic && t.error().is_none())
-            .map(|t| t.partitions().len() as u32)
-            .filter(|n| *n > 0))
+        Ok(partition_count(&md, topic))
     }
 
     /// A consumer for `module`'s `topics`, in its group.
@@ -376,7 +371,7 @@ impl Kafka {
                         let n = client
                             .fetch_metadata(Some(t), REQUEST_TIMEOUT)
                             .ok()
-                            .and_then(|md| md.topics().first().map(|x| x.partitions().len()))
+                            .and_then(|md| partition_count(&md, t))
                             .unwrap_or(0);
                         for p in 0..n as i32 {
                             if let Ok((_, hi)) = client.fetch_watermarks(t, p, REQUEST_TIMEOUT) {
@@ -397,6 +392,15 @@ impl Kafka {
             .map_err(|e| format!("cannot start a thread: {e}"))?;
         Ok(())
     }
+}
+
+/// Partition count of `topic` in `md`, if it exists (and has partitions).
+fn partition_count(md: &rdkafka::metadata::Metadata, topic: &str) -> Option<u32> {
+    md.topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none())
+        .map(|t| t.partitions().len() as u32)
+        .filter(|n| *n > 0)
 }
 
 trait SetIfUnset {
@@ -786,11 +790,7 @@ impl KafkaInput {
             .consumer
             .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
             .ok()?;
-        md.topics()
-            .iter()
-            .find(|t| t.name() == topic && t.error().is_none())
-            .map(|t| t.partitions().len() as u32)
-            .filter(|n| *n > 0)
+        partition_count(&md, topic)
     }
 
     /// The last known end offsets (high watermarks).
