@@ -9,13 +9,23 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const MODULES: &[&str] = &["filter", "aggregator", "router", "flaky", "adversary"];
+const MODULES: &[&str] = &[
+    "filter",
+    "aggregator",
+    "router",
+    "flaky",
+    "adversary",
+    "counter",
+];
 
 /// Second builds of a module with a cargo feature, staged as
 /// `<staged name>/<module>.wasm` with the manifest's version replaced: a newer
 /// version of the same module, for upgrade tests.
 /// (module, feature, staged name, version)
-const VARIANTS: &[(&str, &str, &str, &str)] = &[("flaky", "fixed", "flaky-v2", "0.2.0")];
+const VARIANTS: &[(&str, &str, &str, &str)] = &[
+    ("flaky", "fixed", "flaky-v2", "0.2.0"),
+    ("counter", "v2", "counter-v2", "0.2.0"),
+];
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());

@@ -34,6 +34,8 @@ for _ in $(seq 1 300); do
   kill -0 $HOST 2>/dev/null || { cat "$RUN/host.log"; exit 1; }
   sleep 0.1
 done
+# The host generated an API token at first start; the CLI needs it to produce.
+[ -n "${SLUICE_API_TOKEN:-}" ] || export SLUICE_API_TOKEN="$(cat "$RUN/data/api-token")"
 
 echo "==> producing $(wc -l <"$QS/orders.jsonl") sample events to 'orders'"
 "$SLUICE" produce orders --file "$QS/orders.jsonl"

@@ -16,11 +16,13 @@
 //!   names wasmtime.
 //! - [`state`]: the RocksDB layout and the transaction overlay.
 //! - [`sink`]: the outbox relay. [`dlq`]: dead-letter records.
+//! - [`deploy`]: the component store and the module registry (revisions).
 //! - [`admin`]: the HTTP API. [`cli`]: the `sluice` command. [`config`]: files.
 
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod deploy;
 pub mod dlq;
 pub mod pipeline;
 pub mod runtime;
@@ -31,4 +33,6 @@ pub mod state;
 pub mod telemetry;
 pub mod util;
 
-pub use service::{ModuleInfo, Service};
+pub use service::{
+    DeployOutcome, DeployRequest, LifecycleError, ModuleInfo, RewoundPartition, Service,
+};

@@ -25,6 +25,12 @@ impl StoppableThread {
         })
     }
 
+    /// Set the stop flag without waiting (stop several threads at once, then
+    /// [`StoppableThread::stop`] each).
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
     /// Set the stop flag and wait for the thread.
     pub fn stop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);

@@ -58,7 +58,7 @@ fn malformed_events_get_a_4xx_with_the_reason() {
     );
 
     // CloudEvents HTTP binary mode: attributes in ce-* headers, body = data.
-    let r = ureq::post(&format!("{}/v1/topics/in/events", host.addr))
+    let r = sluice_tests::authed(ureq::post(&format!("{}/v1/topics/in/events", host.addr)))
         .set("ce-specversion", "1.0")
         .set("ce-type", "raw.bytes")
         .set("ce-id", "b-1")

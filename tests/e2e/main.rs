@@ -8,4 +8,5 @@ mod dlq;
 mod duplicates;
 mod failures;
 mod kafka;
+mod lifecycle;
 mod quickstart;

@@ -15,6 +15,9 @@ use serde_json::Value;
 
 pub use sluice::ModuleInfo;
 
+/// The API token every test host is configured with.
+pub const TOKEN: &str = "sluice-test-token-0123456789";
+
 /// Directory holding one staged sub-directory per guest module.
 pub fn staged_modules() -> PathBuf {
     PathBuf::from(env!("SLUICE_GUEST_MODULES"))
@@ -73,7 +76,9 @@ pub struct CliRun {
 /// Run the `sluice` binary with `args`; client commands talk to `addr` if given.
 pub fn sluice<S: AsRef<std::ffi::OsStr>>(args: &[S], addr: Option<&str>) -> CliRun {
     let mut cmd = Command::new(sluice_bin());
-    cmd.args(args).stdin(Stdio::null());
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .env("SLUICE_API_TOKEN", TOKEN);
     if let Some(addr) = addr {
         cmd.env("SLUICE_ADDR", addr);
     }
@@ -122,7 +127,7 @@ impl HostProc {
         let config = dir.path().join("sluice.toml");
         std::fs::write(
             &config,
-            format!("data-dir = \"data\"\nmodules-dir = \"modules\"\n[api]\nlisten = \"127.0.0.1:{port}\"\n{extra}\n"),
+            format!("data-dir = \"data\"\nmodules-dir = \"modules\"\n[api]\nlisten = \"127.0.0.1:{port}\"\ntoken = \"{TOKEN}\"\n{extra}\n"),
         )
         .unwrap();
         let log_path = dir.path().join("host.log");
@@ -160,7 +165,8 @@ impl HostProc {
         let log_path = self.log_path.clone();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if get(&addr, "/healthz").is_ok() {
+            // Ready: modules loaded (failed ones reported), sources reachable.
+            if get(&addr, "/readyz").is_ok() {
                 return;
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
@@ -171,7 +177,7 @@ impl HostProc {
             }
             if Instant::now() > deadline {
                 panic!(
-                    "host did not answer /healthz within 60s; log:\n{}",
+                    "host was not ready (/readyz) within 60s; log:\n{}",
                     std::fs::read_to_string(&log_path).unwrap_or_default()
                 );
             }
@@ -326,6 +332,11 @@ fn agent() -> ureq::Agent {
         .build()
 }
 
+/// `req` with the test hosts' bearer token.
+pub fn authed(req: ureq::Request) -> ureq::Request {
+    req.set("Authorization", &format!("Bearer {TOKEN}"))
+}
+
 /// `GET addr+path` as JSON (or text wrapped in a JSON string).
 pub fn get(addr: &str, path: &str) -> Result<Value, String> {
     let resp = agent()
@@ -341,8 +352,7 @@ pub fn get(addr: &str, path: &str) -> Result<Value, String> {
 
 /// `POST` events; `Err` holds `(status, body)` as text.
 pub fn produce(addr: &str, topic: &str, events: &Value) -> Result<Value, String> {
-    match agent()
-        .post(&format!("{addr}/v1/topics/{topic}/events"))
+    match authed(agent().post(&format!("{addr}/v1/topics/{topic}/events")))
         .send_json(events.clone())
     {
         Ok(r) => r.into_json().map_err(|e| e.to_string()),
@@ -355,8 +365,7 @@ pub fn produce(addr: &str, topic: &str, events: &Value) -> Result<Value, String>
 
 /// `POST` a raw body; returns `(status, JSON body)`.
 pub fn post_raw(addr: &str, path: &str, content_type: &str, body: &[u8]) -> (u16, Value) {
-    let r = agent()
-        .post(&format!("{addr}{path}"))
+    let r = authed(agent().post(&format!("{addr}{path}")))
         .set("content-type", content_type)
         .send_bytes(body);
     let (code, resp) = match r {
@@ -423,4 +432,118 @@ pub fn orders(
         })
         .collect();
     (events, expected)
+}
+
+/// `wasm` with a custom section appended: the same component, another hash
+/// (so each copy is compiled and cached on its own).
+pub fn with_custom_section(wasm: &[u8], name: &str, payload_len: usize) -> Vec<u8> {
+    fn leb(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let b = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(b);
+                return;
+            }
+            out.push(b | 0x80);
+        }
+    }
+    let mut body = Vec::new();
+    leb(name.len(), &mut body);
+    body.extend_from_slice(name.as_bytes());
+    body.resize(body.len() + payload_len, 0x5a);
+    let mut out = wasm.to_vec();
+    out.push(0);
+    leb(body.len(), &mut out);
+    out.extend_from_slice(&body);
+    out
+}
+
+/// A staged module's manifest with `name` and `version` replaced (when
+/// given) and `extra` appended.
+pub fn manifest_text(
+    staged: &str,
+    name: Option<&str>,
+    version: Option<&str>,
+    extra: &str,
+) -> String {
+    let text = std::fs::read_to_string(staged_modules().join(staged).join("module.toml")).unwrap();
+    let mut lines: Vec<String> = text
+        .lines()
+        .map(|l| match (name, version) {
+            (Some(n), _) if l.starts_with("name") => format!("name = \"{n}\""),
+            (_, Some(v)) if l.starts_with("version") => format!("version = \"{v}\""),
+            _ => l.to_string(),
+        })
+        .collect();
+    if !extra.is_empty() {
+        lines.push(extra.to_string());
+    }
+    lines.join("\n") + "\n"
+}
+
+/// The staged module's component file.
+pub fn component_bytes(staged: &str) -> Vec<u8> {
+    let dir = staged_modules().join(staged);
+    let wasm = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "wasm"))
+        .unwrap_or_else(|| panic!("no component in {}", dir.display()));
+    std::fs::read(wasm).unwrap()
+}
+
+/// The body of `POST /v1/modules`.
+pub fn deploy_body(manifest: &str, component: &[u8]) -> Value {
+    use base64::Engine as _;
+    serde_json::json!({
+        "manifest": manifest,
+        "component": base64::engine::general_purpose::STANDARD.encode(component),
+    })
+}
+
+/// A request to the API, with `token` as bearer if given: `(status, JSON body)`.
+pub fn api(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+    token: Option<&str>,
+) -> (u16, Value) {
+    let mut req = agent().request(method, &format!("{addr}{path}"));
+    if let Some(t) = token {
+        req = req.set("Authorization", &format!("Bearer {t}"));
+    }
+    let r = match body {
+        Some(b) => req.send_json(b.clone()),
+        None => req.call(),
+    };
+    let (code, resp) = match r {
+        Ok(r) => (r.status(), r),
+        Err(ureq::Error::Status(code, r)) => (code, r),
+        Err(e) => panic!("{method} {path}: {e}"),
+    };
+    let text = resp.into_string().unwrap_or_default();
+    (
+        code,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// Write a module directory `dir/<name>` from a staged module, renamed, its
+/// component padded with a custom section of `pad` bytes (0: unchanged).
+pub fn stage_renamed(dir: &Path, staged: &str, name: &str, pad: usize) {
+    let to = dir.join(name);
+    std::fs::create_dir_all(&to).unwrap();
+    let manifest = manifest_text(staged, Some(name), None, "").replace(
+        &format!("component = \"{staged}.wasm\""),
+        "component = \"module.wasm\"",
+    );
+    let mut wasm = component_bytes(staged);
+    if pad > 0 {
+        wasm = with_custom_section(&wasm, "sluice-test-pad", pad);
+    }
+    std::fs::write(to.join("module.wasm"), wasm).unwrap();
+    std::fs::write(to.join("module.toml"), manifest).unwrap();
 }

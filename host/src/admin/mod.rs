@@ -1,24 +1,37 @@
-//! The HTTP API: ingest, reading topics, module status. `sluice produce`,
-//! `sluice tail` and `sluice modules` are clients of it.
+//! The HTTP API: ingest, reading topics, module status and lifecycle.
+//! `sluice produce`, `sluice tail`, `sluice modules`, `sluice deploy`, ... are
+//! clients of it.
 //!
 //! | method and path | what |
 //! |---|---|
 //! | `POST /v1/topics/{topic}/events` | append: a CloudEvents JSON object or array, or binary mode (`ce-*` headers, body = data) |
 //! | `GET /v1/topics` | topics with partitions and offsets |
 //! | `GET /v1/topics/{topic}/partitions/{p}/events?from=&limit=&wait_ms=` | read (long-poll with `wait_ms`) |
-//! | `GET /v1/modules` | modules: version, status, cursor and lag per partition, state size, counters |
+//! | `GET /v1/modules` | modules: version, revision, status (running / paused / quarantined), cursor and lag per partition, state size, counters, last error |
+//! | `POST /v1/modules` | deploy or upgrade: `{"manifest": "<toml>", "component": "<base64>", "start": "..."}` |
+//! | `GET /v1/modules/{name}` | one module, with its revision history |
+//! | `DELETE /v1/modules/{name}?purge=true` | undeploy (state kept unless `purge`) |
+//! | `POST /v1/modules/{name}/rollback` | `{"to": "<version>"}` or `{}` for the previous revision |
+//! | `POST /v1/modules/{name}/pause` | stop consuming (kept across restarts) |
+//! | `POST /v1/modules/{name}/resume` | continue a paused or quarantined module |
+//! | `POST /v1/modules/{name}/rewind` | `{"to": "earliest" / "latest" / time / offset, "reset_state": bool}` |
 //! | `GET /v1/modules/{name}/state?prefix=&limit=` | a module's state entries |
-//! | `POST /v1/modules/{name}/resume` | bring a quarantined module back |
 //! | `GET /v1/modules/{name}/dlq` | dead letters: count, oldest, newest, count per failure class |
 //! | `GET /v1/modules/{name}/dlq/events?id=&limit=` | the dead letters (optionally of one event id) |
 //! | `POST /v1/modules/{name}/dlq/replay` | `{"ids": [...]}` or `{"all": true}`: replay through the module |
 //! | `POST /v1/modules/{name}/dlq/purge` | delete the dead letters present now |
 //! | `GET /v1/status` | outbox backlog, total lag, whether everything is processed (`idle`), wasm memory in use and the budget |
 //! | `GET /healthz` | process alive |
+//! | `GET /readyz` | 200 once modules are loaded and sources reachable, else 503 with the reason |
 //!
-//! Errors are JSON: `{"error": "...", "field": "...", "index": n}`.
+//! Every request that changes something (any method but GET) needs
+//! `Authorization: Bearer <token>` (see [`auth`]); bodies are capped at
+//! `[api] max-upload` (413). Errors are JSON: `{"error": "...", "field":
+//! "...", "index": n}`.
 
+pub mod auth;
 pub mod json;
+mod lifecycle;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,13 +48,13 @@ use serde_json::{Value, json};
 use crate::Service;
 use crate::source::{TopicError, ingest};
 
-/// Largest request body accepted.
-pub const MAX_BODY: usize = 16 << 20;
-
-/// The API's routes over a running service.
-pub fn router(svc: Arc<Service>) -> Router {
-    Router::new()
+/// The API's routes over a running service. Mutating requests need `token`
+/// when one is given.
+pub fn router(svc: Arc<Service>, token: Option<String>) -> Router {
+    let max_body = usize::try_from(svc.config.api.max_upload).unwrap_or(usize::MAX);
+    let mut r = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(lifecycle::readyz))
         .route("/v1/topics", get(topics))
         .route("/v1/topics/{topic}/events", post(produce))
         .route(
@@ -49,15 +62,27 @@ pub fn router(svc: Arc<Service>) -> Router {
             get(read),
         )
         .route("/v1/status", get(status))
-        .route("/v1/modules", get(modules))
+        .route("/v1/modules", get(modules).post(lifecycle::deploy))
+        .route(
+            "/v1/modules/{name}",
+            get(lifecycle::detail).delete(lifecycle::undeploy),
+        )
         .route("/v1/modules/{name}/state", get(state))
-        .route("/v1/modules/{name}/resume", post(resume))
+        .route("/v1/modules/{name}/rollback", post(lifecycle::rollback))
+        .route("/v1/modules/{name}/pause", post(lifecycle::pause))
+        .route("/v1/modules/{name}/resume", post(lifecycle::resume))
+        .route("/v1/modules/{name}/rewind", post(lifecycle::rewind))
         .route("/v1/modules/{name}/dlq", get(dlq_summary))
         .route("/v1/modules/{name}/dlq/events", get(dlq_events))
         .route("/v1/modules/{name}/dlq/replay", post(dlq_replay))
         .route("/v1/modules/{name}/dlq/purge", post(dlq_purge))
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
-        .with_state(svc)
+        .layer(axum::extract::DefaultBodyLimit::max(max_body))
+        .with_state(svc);
+    if let Some(t) = token {
+        let t: Arc<str> = t.into();
+        r = r.layer(axum::middleware::from_fn_with_state(t, auth::require_token));
+    }
+    r.layer(axum::middleware::map_response(auth::json_errors))
 }
 
 fn error(status: StatusCode, body: Value) -> Response {
@@ -295,10 +320,13 @@ async fn status(State(svc): State<Arc<Service>>) -> Response {
         let outbox = s.store.outbox_len().unwrap_or(u64::MAX);
         let lag = s.lag();
         let budget = s.runtime.memory_budget();
+        let (ready, _) = s.readiness();
         json!({
+            "ready": ready,
             "outbox_pending": outbox,
+            "outbox_at_start": s.outbox_at_start,
             "lag": lag,
-            "idle": outbox == 0 && lag == 0,
+            "idle": ready && outbox == 0 && lag == 0,
             "wasm_memory": { "used": budget.used(), "budget": s.config.pipeline.memory_budget },
             "kafka": s.kafka.as_ref().map(|k| k.health.report()),
         })
@@ -321,13 +349,6 @@ async fn modules(State(svc): State<Arc<Service>>) -> Response {
             StatusCode::INTERNAL_SERVER_ERROR,
             json!({ "error": e.to_string() }),
         ),
-    }
-}
-
-async fn resume(State(svc): State<Arc<Service>>, Path(name): Path<String>) -> Response {
-    match svc.resume(&name) {
-        Ok(was) => Json(json!({ "module": name, "was_quarantined": was })).into_response(),
-        Err(e) => error(StatusCode::NOT_FOUND, json!({ "error": e })),
     }
 }
 

@@ -8,6 +8,15 @@ use crate::ModuleInfo;
 pub(crate) struct Api {
     base: String,
     agent: ureq::Agent,
+    token: Option<String>,
+}
+
+/// The token given with `--token` (else `SLUICE_API_TOKEN` is read).
+static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Use `token` for every mutating request of this process.
+pub(crate) fn set_token(token: String) {
+    let _ = TOKEN.set(token);
 }
 
 fn describe(addr: &str, e: ureq::Error) -> anyhow::Error {
@@ -18,7 +27,13 @@ fn describe(addr: &str, e: ureq::Error) -> anyhow::Error {
                 .ok()
                 .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
                 .unwrap_or(body);
-            anyhow::anyhow!("host answered {code}: {msg}")
+            if code == 401 {
+                anyhow::anyhow!(
+                    "host answered 401: {msg} (pass --token or set SLUICE_API_TOKEN; a host that generated its token keeps it in <data-dir>/api-token)"
+                )
+            } else {
+                anyhow::anyhow!("host answered {code}: {msg}")
+            }
         }
         ureq::Error::Transport(t) => anyhow::anyhow!(
             "cannot reach the sluice host at {addr}: {t} (is `sluice run` running? set --addr or SLUICE_ADDR)"
@@ -33,10 +48,34 @@ impl Api {
             agent: ureq::AgentBuilder::new()
                 .timeout(std::time::Duration::from_secs(60))
                 .build(),
+            token: TOKEN
+                .get()
+                .cloned()
+                .or_else(|| std::env::var("SLUICE_API_TOKEN").ok())
+                .filter(|t| !t.trim().is_empty()),
         }
     }
 
-    fn get(&self, path: &str) -> anyhow::Result<Value> {
+    /// `req` with the bearer token, if there is one.
+    fn authed(&self, req: ureq::Request) -> ureq::Request {
+        match &self.token {
+            Some(t) => req.set("Authorization", &format!("Bearer {}", t.trim())),
+            None => req,
+        }
+    }
+
+    /// DELETE `path` and return the JSON answer.
+    pub(crate) fn delete(&self, path: &str) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let resp = self
+            .authed(self.agent.delete(&url))
+            .call()
+            .map_err(|e| describe(&self.base, e))?;
+        resp.into_json()
+            .with_context(|| format!("bad response from {url}"))
+    }
+
+    pub(crate) fn get(&self, path: &str) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.base);
         let resp = self
             .agent
@@ -57,8 +96,7 @@ impl Api {
     ) -> anyhow::Result<usize> {
         let url = format!("{}/v1/topics/{topic}/events", self.base);
         match self
-            .agent
-            .post(&url)
+            .authed(self.agent.post(&url))
             .send_json(Value::Array(events.to_vec()))
         {
             Ok(resp) => {
@@ -123,7 +161,7 @@ impl Api {
     /// POST `body` (JSON, or nothing) to `path` and return the JSON answer.
     pub(crate) fn post(&self, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.base);
-        let req = self.agent.post(&url);
+        let req = self.authed(self.agent.post(&url));
         let resp = match body {
             Some(b) => req.send_json(b),
             None => req.call(),
@@ -131,10 +169,6 @@ impl Api {
         .map_err(|e| describe(&self.base, e))?;
         resp.into_json()
             .with_context(|| format!("bad response from {url}"))
-    }
-
-    pub(crate) fn resume(&self, module: &str) -> anyhow::Result<Value> {
-        self.post(&format!("/v1/modules/{module}/resume"), None)
     }
 
     pub(crate) fn dlq_summary(&self, module: &str) -> anyhow::Result<crate::dlq::Summary> {

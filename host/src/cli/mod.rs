@@ -1,12 +1,13 @@
-//! The `sluice` command line. `run` is the host; `produce`, `tail` and
-//! `modules` are clients of a running host's HTTP API.
+//! The `sluice` command line. `run` is the host; every other command is a
+//! client of a running host's HTTP API.
 
 mod client;
 mod dlq;
+mod lifecycle;
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
@@ -19,22 +20,105 @@ use crate::config::HostConfig;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// API token for requests that change something (the host's `[api] token`,
+    /// or what it generated into `<data-dir>/api-token`).
+    #[arg(long, global = true, env = "SLUICE_API_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 /// Subcommands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run the host: load modules, consume, serve the API.
+    /// Run the host: load modules, consume, serve the API. Settings come from
+    /// the config file, then environment variables, then flags (flags win).
     Run {
-        /// Host config file (TOML).
-        #[arg(long, short)]
-        config: PathBuf,
+        /// Host config file (TOML). Without one, defaults plus env and flags.
+        #[arg(long, short, env = "SLUICE_CONFIG")]
+        config: Option<PathBuf>,
+        /// Data directory, overriding `data-dir`.
+        #[arg(long, env = "SLUICE_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// Modules directory, overriding `modules-dir`.
+        #[arg(long, env = "SLUICE_MODULES_DIR")]
+        modules_dir: Option<PathBuf>,
         /// Listen address, overriding `[api] listen`.
         #[arg(long, env = "SLUICE_LISTEN")]
         listen: Option<std::net::SocketAddr>,
-        /// Log as JSON lines.
+        /// Kafka bootstrap servers, overriding (or adding) `[kafka] "bootstrap.servers"`.
+        #[arg(long, env = "SLUICE_KAFKA_BOOTSTRAP_SERVERS")]
+        kafka_bootstrap_servers: Option<String>,
+        /// How long SIGTERM waits for in-flight events and the outbox
+        /// (overriding `shutdown-timeout`), e.g. "30s".
+        #[arg(long, env = "SLUICE_SHUTDOWN_TIMEOUT")]
+        shutdown_timeout: Option<String>,
+        /// Log format.
+        #[arg(long, env = "SLUICE_LOG_FORMAT", value_parser = ["text", "json"], default_value = "text")]
+        log_format: String,
+        /// Log as JSON lines (same as --log-format json).
         #[arg(long)]
         log_json: bool,
+    },
+    /// Deploy a module directory (or its module.toml) to a running host, or
+    /// upgrade the module to it. Nothing changes if the host refuses it.
+    Deploy {
+        /// A module directory with module.toml, or the module.toml file.
+        path: PathBuf,
+        /// Where a new module starts reading: earliest, latest, an RFC 3339
+        /// time or an offset (overrides the manifest's `start`).
+        #[arg(long)]
+        start: Option<String>,
+        /// Host API address.
+        #[arg(long, env = "SLUICE_ADDR", default_value = "http://127.0.0.1:7070")]
+        addr: String,
+    },
+    /// Run an earlier revision of a module again (state carries over).
+    Rollback {
+        /// Module name.
+        module: String,
+        /// The version to return to (default: the revision before the current one).
+        #[arg(long)]
+        to: Option<String>,
+        /// Host API address.
+        #[arg(long, env = "SLUICE_ADDR", default_value = "http://127.0.0.1:7070")]
+        addr: String,
+    },
+    /// Stop and unload a module. Its state is kept unless --purge.
+    Undeploy {
+        /// Module name.
+        module: String,
+        /// Also delete its state, idempotency set and cursors.
+        #[arg(long)]
+        purge: bool,
+        /// Host API address.
+        #[arg(long, env = "SLUICE_ADDR", default_value = "http://127.0.0.1:7070")]
+        addr: String,
+    },
+    /// Stop a module consuming (kept across restarts) until `sluice resume`.
+    Pause {
+        /// Module name.
+        module: String,
+        /// Host API address.
+        #[arg(long, env = "SLUICE_ADDR", default_value = "http://127.0.0.1:7070")]
+        addr: String,
+    },
+    /// Move a module's cursors to a time or offset and read from there again.
+    /// Without --reset-state, events it already applied are skipped (its
+    /// state does not change); with it, state is rebuilt from what it reads.
+    Rewind {
+        /// Module name.
+        module: String,
+        /// earliest, latest, an RFC 3339 time, or an offset (in every partition).
+        #[arg(long)]
+        to: String,
+        /// Drop the module's state and idempotency set first.
+        #[arg(long)]
+        reset_state: bool,
+        /// Return at once instead of showing progress until it has caught up.
+        #[arg(long)]
+        no_wait: bool,
+        /// Host API address.
+        #[arg(long, env = "SLUICE_ADDR", default_value = "http://127.0.0.1:7070")]
+        addr: String,
     },
     /// Append events to a topic: JSON lines (CloudEvents structured mode) from a file or stdin.
     Produce {
@@ -77,7 +161,7 @@ pub enum Command {
         #[arg(long, env = "SLUICE_ADDR", default_value = "http://127.0.0.1:7070")]
         addr: String,
     },
-    /// Bring a quarantined module back; it resumes from where it stopped.
+    /// Bring a paused or quarantined module back; it continues from where it stopped.
     Resume {
         /// Module name.
         module: String,
@@ -90,8 +174,11 @@ pub enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
-    /// List loaded modules with version, status, cursors, lag and state size.
+    /// List loaded modules with version, status, cursors, lag and state size
+    /// (or one module, with its revision history, as JSON).
     Modules {
+        /// Show only this module, with its revisions.
+        module: Option<String>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -159,14 +246,31 @@ pub enum DlqCommand {
 
 /// Run the parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(t) = cli.token.clone() {
+        client::set_token(t);
+    }
     match cli.command {
         Command::Run {
             config,
+            data_dir,
+            modules_dir,
             listen,
+            kafka_bootstrap_servers,
+            shutdown_timeout,
+            log_format,
             log_json,
         } => {
-            crate::telemetry::init(log_json);
-            run_host(&config, listen)
+            crate::telemetry::init(log_json || log_format == "json");
+            let overrides = Overrides {
+                data_dir,
+                modules_dir,
+                listen,
+                token: cli.token,
+                kafka_bootstrap_servers,
+                shutdown_timeout,
+            };
+            let config = host_config(config.as_deref(), overrides)?;
+            run_host(config)
         }
         Command::Produce {
             topic,
@@ -182,35 +286,104 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             addr,
         } => tail(&addr, &topic, latest, !no_follow, short),
         Command::Status { wait_idle, addr } => status(&addr, wait_idle),
-        Command::Modules { json, addr } => modules(&addr, json),
-        Command::Dlq { command } => dlq::run(command),
-        Command::Resume { module, addr } => {
-            let v = client::Api::new(&addr).resume(&module)?;
-            if v["was_quarantined"].as_bool().unwrap_or(false) {
-                eprintln!("resumed {module}");
-            } else {
-                eprintln!("{module} was not quarantined");
+        Command::Modules { module, json, addr } => match module {
+            Some(m) => {
+                let v = client::Api::new(&addr).get(&format!("/v1/modules/{m}"))?;
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                Ok(())
             }
-            Ok(())
+            None => modules(&addr, json),
+        },
+        Command::Dlq { command } => dlq::run(command),
+        Command::Resume { module, addr } => lifecycle::resume(&client::Api::new(&addr), &module),
+        Command::Deploy { path, start, addr } => {
+            lifecycle::deploy(&client::Api::new(&addr), &path, start)
         }
+        Command::Rollback { module, to, addr } => {
+            lifecycle::rollback(&client::Api::new(&addr), &module, to)
+        }
+        Command::Undeploy {
+            module,
+            purge,
+            addr,
+        } => lifecycle::undeploy(&client::Api::new(&addr), &module, purge),
+        Command::Pause { module, addr } => lifecycle::pause(&client::Api::new(&addr), &module),
+        Command::Rewind {
+            module,
+            to,
+            reset_state,
+            no_wait,
+            addr,
+        } => lifecycle::rewind(
+            &client::Api::new(&addr),
+            &module,
+            &to,
+            reset_state,
+            !no_wait,
+        ),
     }
 }
 
-fn run_host(
-    config_path: &std::path::Path,
-    listen: Option<std::net::SocketAddr>,
-) -> anyhow::Result<()> {
-    if !config_path.exists() {
-        bail!(
-            "config file {} does not exist (see examples/quickstart/sluice.toml for one)",
-            config_path.display()
-        );
+/// Settings given as flags or environment variables (clap resolves flag >
+/// env); each one set replaces the config file's value.
+#[derive(Debug, Default)]
+pub struct Overrides {
+    pub data_dir: Option<PathBuf>,
+    pub modules_dir: Option<PathBuf>,
+    pub listen: Option<std::net::SocketAddr>,
+    pub token: Option<String>,
+    pub kafka_bootstrap_servers: Option<String>,
+    pub shutdown_timeout: Option<String>,
+}
+
+/// The config file (or defaults without one) with `o` applied on top.
+pub fn host_config(file: Option<&std::path::Path>, o: Overrides) -> anyhow::Result<HostConfig> {
+    let mut config = match file {
+        Some(path) => {
+            if !path.exists() {
+                bail!(
+                    "config file {} does not exist (see examples/quickstart/sluice.toml for one)",
+                    path.display()
+                );
+            }
+            HostConfig::load(path).map_err(anyhow::Error::msg)?
+        }
+        None => HostConfig::default(),
+    };
+    if let Some(d) = o.data_dir {
+        config.data_dir = d;
     }
-    let mut config = HostConfig::load(config_path).map_err(anyhow::Error::msg)?;
-    if let Some(l) = listen {
+    if let Some(d) = o.modules_dir {
+        config.modules_dir = Some(d);
+    }
+    if let Some(l) = o.listen {
         config.api.listen = l;
     }
+    if let Some(t) = o.token.filter(|t| !t.trim().is_empty()) {
+        config.api.token = Some(t);
+    }
+    if let Some(b) = o.kafka_bootstrap_servers {
+        let k = config
+            .kafka
+            .get_or_insert_with(|| crate::config::KafkaConfig {
+                group_prefix: "sluice.".into(),
+                properties: Default::default(),
+            });
+        k.properties.insert("bootstrap.servers".into(), b);
+    }
+    if let Some(t) = o.shutdown_timeout {
+        config.shutdown_timeout = crate::config::parse_duration(&t)
+            .map_err(|e| anyhow::anyhow!("--shutdown-timeout / SLUICE_SHUTDOWN_TIMEOUT: {e}"))?;
+    }
+    config.validate().map_err(anyhow::Error::msg)?;
+    Ok(config)
+}
+
+fn run_host(config: HostConfig) -> anyhow::Result<()> {
     let addr = config.api.listen;
+    let (token, generated) =
+        crate::admin::auth::resolve_token(config.api.token.as_deref(), &config.data_dir, addr)
+            .map_err(anyhow::Error::msg)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -221,17 +394,61 @@ fn run_host(
     let listener = rt
         .block_on(tokio::net::TcpListener::bind(addr))
         .with_context(|| format!("cannot listen on {addr} (is another sluice running? change [api] listen or pass --listen)"))?;
-    let svc = crate::Service::start(config)?;
+    if generated {
+        eprintln!(
+            "generated an API token (stored in {}; shown only this once):\n  {token}\nclients: export SLUICE_API_TOKEN={token}",
+            config.data_dir.join("api-token").display()
+        );
+    }
+    let shutdown_timeout = config.shutdown_timeout;
+    let svc = crate::Service::open(config)?;
     tracing::info!(%addr, "listening");
-    let app = crate::admin::router(svc.clone());
-    let res = rt.block_on(async move {
+    let app = crate::admin::router(svc.clone(), Some(token));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = rt.spawn(async move {
         axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
+            .with_graceful_shutdown(async {
+                let _ = stop_rx.await;
+            })
             .await
     });
-    let s: Arc<crate::Service> = svc;
-    s.shutdown();
-    res.context("API server failed")
+    // Modules load while /healthz already answers (and /readyz says 503).
+    let loader = {
+        let svc = svc.clone();
+        std::thread::Builder::new()
+            .name("sluice-load".into())
+            .spawn(move || svc.load_modules())
+            .context("cannot start the module loader")?
+    };
+    rt.block_on(shutdown_signal());
+    // A second signal exits at once; the core invariant keeps that safe.
+    rt.spawn(async {
+        shutdown_signal().await;
+        eprintln!(
+            "second signal: exiting now (committed work is safe; the rest is redone at start)"
+        );
+        std::process::exit(130);
+    });
+    tracing::info!(timeout = ?shutdown_timeout, "shutting down: no new requests; finishing in-flight events");
+    let _ = stop_tx.send(());
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("sluice-shutdown".into())
+        .spawn(move || {
+            let _ = loader.join();
+            svc.shutdown();
+            let _ = done_tx.send(());
+        })
+        .context("cannot start the shutdown thread")?;
+    if done_rx.recv_timeout(shutdown_timeout).is_err() {
+        bail!(
+            "shutdown did not finish within {shutdown_timeout:?} (shutdown-timeout); exiting anyway — committed work is safe and the rest is redone at start"
+        );
+    }
+    match rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), server).await }) {
+        Ok(Ok(Err(e))) => Err(e).context("API server failed"),
+        _ => Ok(()),
+    }
 }
 
 async fn shutdown_signal() {
@@ -250,7 +467,6 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
-    tracing::info!("shutting down: finishing in-flight events");
 }
 
 fn produce(addr: &str, topic: &str, file: Option<PathBuf>, batch: usize) -> anyhow::Result<()> {

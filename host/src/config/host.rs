@@ -3,8 +3,15 @@
 //! ```toml
 //! data-dir = "data"            # RocksDB: embedded log, module state, cursors
 //! modules-dir = "modules"      # one sub-directory per module, each with module.toml
+//! shutdown-timeout = "30s"    # SIGTERM: longest wait for in-flight events and the outbox
 //! [api]
 //! listen = "127.0.0.1:7070"
+//! token = "..."                # bearer token for mutating requests (else generated, see below)
+//! max-upload = "64MiB"         # largest request body (a deploy's component, base64)
+//! [deploy]
+//! watch = true                 # deploy new or changed module directories while running
+//! watch-interval = "1s"
+//! compile-cache = true         # keep compiled components in <data-dir>/compiled
 //! [log]                        # the embedded log (used when no broker is configured)
 //! partitions = 3               # default partition count of a new topic
 //! retention-events = 1000000   # per partition; older events are deleted
@@ -18,6 +25,11 @@
 //! ```
 //!
 //! Relative paths are resolved against the config file's directory.
+//!
+//! Environment variables override the file and flags override both (see
+//! `sluice run --help`): `SLUICE_DATA_DIR`, `SLUICE_MODULES_DIR`,
+//! `SLUICE_LISTEN`, `SLUICE_API_TOKEN`, `SLUICE_KAFKA_BOOTSTRAP_SERVERS`,
+//! `SLUICE_LOG_FORMAT`.
 
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -51,6 +63,48 @@ pub struct HostConfig {
     /// Kafka instead of the embedded log.
     #[serde(default)]
     pub kafka: Option<KafkaConfig>,
+    /// Hot deploys and the modules directory.
+    #[serde(default)]
+    pub deploy: DeployConfig,
+    /// On SIGTERM, the longest wait for in-flight events to commit and the
+    /// outbox to drain before exiting with an error.
+    #[serde(
+        rename = "shutdown-timeout",
+        default = "default_shutdown_timeout",
+        deserialize_with = "super::units::serde_units::duration"
+    )]
+    pub shutdown_timeout: std::time::Duration,
+}
+
+fn default_shutdown_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(30)
+}
+
+/// `[deploy]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeployConfig {
+    /// Watch the modules directory and deploy new or changed modules.
+    pub watch: bool,
+    /// How often the modules directory is scanned.
+    #[serde(
+        rename = "watch-interval",
+        deserialize_with = "super::units::serde_units::duration"
+    )]
+    pub watch_interval: std::time::Duration,
+    /// Keep compiled components in `<data-dir>/compiled`.
+    #[serde(rename = "compile-cache")]
+    pub compile_cache: bool,
+}
+
+impl Default for DeployConfig {
+    fn default() -> Self {
+        DeployConfig {
+            watch: true,
+            watch_interval: std::time::Duration::from_secs(1),
+            compile_cache: true,
+        }
+    }
 }
 
 /// `[kafka]`: Sluice's own keys, and every other key (they contain a `.`)
@@ -110,17 +164,38 @@ fn default_data_dir() -> PathBuf {
 }
 
 /// `[api]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Api {
     /// Address to listen on.
     pub listen: SocketAddr,
+    /// Bearer token every mutating request must carry. Unset: the one in
+    /// `<data-dir>/api-token`, generated (and printed once) on loopback.
+    pub token: Option<String>,
+    /// Largest request body accepted (a deploy carries its component base64).
+    #[serde(
+        rename = "max-upload",
+        deserialize_with = "super::units::serde_units::size"
+    )]
+    pub max_upload: u64,
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field("max_upload", &self.max_upload)
+            .finish()
+    }
 }
 
 impl Default for Api {
     fn default() -> Self {
         Api {
             listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            token: None,
+            max_upload: 64 << 20,
         }
     }
 }
@@ -206,6 +281,8 @@ impl Default for HostConfig {
             state: StateConfig::default(),
             pipeline: PipelineConfig::default(),
             kafka: None,
+            deploy: DeployConfig::default(),
+            shutdown_timeout: default_shutdown_timeout(),
         }
     }
 }
@@ -224,9 +301,16 @@ impl HostConfig {
         Ok(c)
     }
 
-    fn validate(&self) -> Result<(), String> {
+    /// Check values a file (or an override) may get wrong; the message names the field.
+    pub fn validate(&self) -> Result<(), String> {
         if self.log.partitions == 0 {
             return Err("log.partitions: must be at least 1".into());
+        }
+        if self.api.token.as_ref().is_some_and(|t| t.trim().len() < 16) {
+            return Err("api.token: must be at least 16 characters".into());
+        }
+        if self.deploy.watch_interval.is_zero() {
+            return Err("deploy.watch-interval: must be more than 0".into());
         }
         if self.pipeline.batch_size == 0 {
             return Err("pipeline.batch-size: must be at least 1".into());

@@ -81,27 +81,36 @@ pub enum StartPosition {
     Offset(u64),
 }
 
+impl std::str::FromStr for StartPosition {
+    type Err = String;
+
+    /// `earliest`, `latest`, an offset, or an RFC 3339 time.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "earliest" => Ok(StartPosition::Earliest),
+            "latest" => Ok(StartPosition::Latest),
+            other => {
+                if let Ok(n) = other.parse::<u64>() {
+                    return Ok(StartPosition::Offset(n));
+                }
+                time::OffsetDateTime::parse(other, &time::format_description::well_known::Rfc3339)
+                    .map(|t| StartPosition::Time((t.unix_timestamp_nanos() / 1_000_000) as i64))
+                    .map_err(|_| {
+                        format!(
+                            "`{other}` is not a start position: use \"earliest\", \"latest\", an RFC 3339 time or an offset"
+                        )
+                    })
+            }
+        }
+    }
+}
+
 impl<'de> Deserialize<'de> for StartPosition {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         use super::units::serde_units::NumberOrString;
         match NumberOrString::deserialize(d)? {
             NumberOrString::N(n) => Ok(StartPosition::Offset(n)),
-            NumberOrString::S(s) => match s.as_str() {
-                "earliest" => Ok(StartPosition::Earliest),
-                "latest" => Ok(StartPosition::Latest),
-                other => {
-                    if let Ok(n) = other.parse::<u64>() {
-                        return Ok(StartPosition::Offset(n));
-                    }
-                    time::OffsetDateTime::parse(other, &time::format_description::well_known::Rfc3339)
-                        .map(|t| StartPosition::Time((t.unix_timestamp_nanos() / 1_000_000) as i64))
-                        .map_err(|_| {
-                            serde::de::Error::custom(format!(
-                                "`{other}` is not a start position: use \"earliest\", \"latest\", an RFC 3339 time or an offset"
-                            ))
-                        })
-                }
-            },
+            NumberOrString::S(s) => s.parse().map_err(serde::de::Error::custom),
         }
     }
 }
@@ -275,6 +284,18 @@ impl Manifest {
             if !valid_name(&p.topic) {
                 return Err(format!(
                     "produce[{i}].topic: `{}` is not a valid topic name",
+                    p.topic
+                ));
+            }
+            if p.topic.ends_with(".replay") {
+                return Err(format!(
+                    "produce[{i}].topic: `{}` is reserved: `<module>.replay` topics carry dead-letter replays",
+                    p.topic
+                ));
+            }
+            if self.subscribe.iter().any(|s| s.topic == p.topic) {
+                return Err(format!(
+                    "produce[{i}].topic: `{}` is also subscribed; a module may not feed its own input",
                     p.topic
                 ));
             }

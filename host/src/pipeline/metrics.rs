@@ -33,8 +33,13 @@ pub struct Metrics {
     pub batches: Counter,
     /// Events deleted by retention before this module read them.
     pub lost_to_retention: Counter,
+    /// Times the module's pipeline was started (1 + upgrades, rollbacks,
+    /// resumes after a pause, rewinds).
+    pub starts: Counter,
     /// Traps and limit hits, indexed like [`TrapKind::ALL`].
     traps: [Counter; TrapKind::ALL.len()],
+    /// The newest dead letter's reason, with its class and event id.
+    last_error: std::sync::Mutex<Option<String>>,
 }
 
 /// A copy of [`Metrics`] for serialization.
@@ -51,13 +56,31 @@ pub struct MetricsSnapshot {
     pub batches: u64,
     #[serde(default)]
     pub lost_to_retention: u64,
+    #[serde(default)]
+    pub starts: u64,
     pub traps: std::collections::BTreeMap<String, u64>,
+    /// The newest dead letter: `<class> <event id>: <reason>`.
+    #[serde(default)]
+    pub last_error: Option<String>,
 }
 
 impl Metrics {
     /// Count a trap of `kind`.
     pub fn trap(&self, kind: TrapKind) {
         self.traps[kind as usize].add(1)
+    }
+
+    /// Remember the newest failure for `sluice modules`.
+    pub fn set_last_error(&self, class: &str, id: &str, reason: &str) {
+        let mut text = format!("{class} {id}: {reason}");
+        if text.len() > 500 {
+            let mut cut = 500;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+        }
+        *self.last_error.lock().unwrap() = Some(text);
     }
 
     /// A snapshot of every counter.
@@ -77,7 +100,9 @@ impl Metrics {
             dead_letters: self.dead_letters.get(),
             batches: self.batches.get(),
             lost_to_retention: self.lost_to_retention.get(),
+            starts: self.starts.get(),
             traps,
+            last_error: self.last_error.lock().unwrap().clone(),
         }
     }
 }

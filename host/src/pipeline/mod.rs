@@ -68,10 +68,15 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Start `manifest`'s module on its own thread.
-    pub fn start(shared: Shared, manifest: Manifest, loaded: Loaded) -> Result<Pipeline, String> {
-        let manifest = Arc::new(manifest);
-        let metrics = Arc::new(Metrics::default());
+    /// Start `manifest`'s module on its own thread, counting into `metrics`
+    /// (kept by the caller across upgrades and pauses).
+    pub fn start(
+        shared: Shared,
+        manifest: Arc<Manifest>,
+        loaded: Loaded,
+        metrics: Arc<Metrics>,
+    ) -> Result<Pipeline, String> {
+        metrics.starts.add(1);
         let status = Arc::new(Mutex::new("running".to_string()));
         let stop = Arc::new(AtomicBool::new(false));
         let quarantine = Arc::new(Flag::default());
@@ -110,7 +115,12 @@ impl Pipeline {
         })
     }
 
-    /// Ask the module to stop after its current event and wait for it.
+    /// Ask the module to stop after its current batch, without waiting.
+    pub fn request_stop(&self) {
+        self.thread.request_stop();
+    }
+
+    /// Ask the module to stop after its current batch and wait for it.
     pub fn stop(&mut self) {
         self.thread.stop();
     }
@@ -839,6 +849,7 @@ impl Worker {
         }
         .record(&item.ev, &self.dlq_topic);
         tracing::warn!(module = %self.module, id = item.ev.id, topic, partition = p, offset = item.offset, class, attempts, reason = message, "dead-lettered");
+        self.metrics.set_last_error(class, item.ev.id, message);
         let store = self.shared.store.clone();
         let mut c = Commit::new(&store);
         c.cursor(&self.module, topic, p, next);
@@ -886,6 +897,8 @@ impl Worker {
         self.publish(c, vec![(self.dlq_topic.clone(), vec![ev])])?;
         self.set_cursor(topic, p, offset + 1);
         self.metrics.dead_letters.add(1);
+        let at = format!("{topic}/{p}/{offset}");
+        self.metrics.set_last_error("undecodable", &at, reason);
         Ok(())
     }
 }

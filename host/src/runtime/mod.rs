@@ -10,6 +10,7 @@
 //! Calls never run on the async reactor: the pipeline calls from its own
 //! thread.
 
+mod cache;
 mod host;
 mod stdio;
 
@@ -25,6 +26,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::state::Txn;
 use sluice_wire::EventRef;
 
+pub use cache::{CacheStats, component_hash};
 pub use host::ModuleCtx;
 
 mod bindings {
@@ -139,6 +141,8 @@ pub struct Runtime {
     budget: Arc<MemoryBudget>,
     linker: Linker<HostState>,
     stop: Arc<std::sync::atomic::AtomicBool>,
+    /// Compiled components on disk, keyed by component hash and engine settings.
+    cache: Option<cache::CompileCache>,
 }
 
 /// A compiled, validated component, ready to instantiate.
@@ -296,7 +300,23 @@ impl Runtime {
             budget: Arc::new(MemoryBudget::new(memory_budget)),
             linker,
             stop,
+            cache: None,
         })
+    }
+
+    /// Keep compiled components in `dir` (created if missing), so a restart
+    /// does not compile them again.
+    pub fn with_compile_cache(mut self, dir: &Path) -> anyhow::Result<Runtime> {
+        self.cache = Some(cache::CompileCache::open(dir, &self.engine)?);
+        Ok(self)
+    }
+
+    /// Hits and misses of the compiled-component cache.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache
+            .as_ref()
+            .map(cache::CompileCache::stats)
+            .unwrap_or_default()
     }
 
     /// Compile and validate the component at `path`.
@@ -309,12 +329,34 @@ impl Runtime {
         self.load_bytes(&bytes, &p)
     }
 
-    /// Compile and validate a component from memory; `name` is used in errors.
+    /// Compile (or take from the compiled cache) and validate a component
+    /// from memory; `name` is used in errors.
     pub fn load_bytes(&self, bytes: &[u8], name: &str) -> Result<Loaded, LoadError> {
-        let component = Component::new(&self.engine, bytes).map_err(|e| LoadError::Invalid {
-            path: name.into(),
-            reason: format!("{e:#}"),
-        })?;
+        self.load_hashed(&component_hash(bytes), name, || Ok(bytes.to_vec()))
+    }
+
+    /// Load the component whose SHA-256 is `hash`: from the compiled cache if
+    /// it is there (then `bytes` is never called), else compiled from `bytes()`.
+    pub fn load_hashed(
+        &self,
+        hash: &str,
+        name: &str,
+        bytes: impl FnOnce() -> std::io::Result<Vec<u8>>,
+    ) -> Result<Loaded, LoadError> {
+        let compile = || {
+            let bytes = bytes().map_err(|source| LoadError::Read {
+                path: name.into(),
+                source,
+            })?;
+            Component::new(&self.engine, &bytes).map_err(|e| LoadError::Invalid {
+                path: name.into(),
+                reason: format!("{e:#}"),
+            })
+        };
+        let component = match &self.cache {
+            Some(c) => c.get_or_compile(&self.engine, hash, compile)?,
+            None => compile()?,
+        };
         // Imports first: a component that needs something the host does not
         // provide is refused with that import named.
         let pre = self

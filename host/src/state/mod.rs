@@ -8,6 +8,8 @@
 //! |-------------|-------------------------------------------------|----------------------|
 //! | `log`       | topic `\0` partition:u32 offset:u64             | event frame          |
 //! | `meta`      | `topic/` name                                   | partitions:u32       |
+//! | `meta`      | `module/` name                                  | registry record (JSON) |
+//! | `meta`      | `quarantine/` name                              | `1`                  |
 //! | `state`     | module `\0` partition:u32 user-key              | user value           |
 //! | `dedup`     | module `\0` partition:u32 len(source):u32 source id | expiry ms:u64    |
 //! | `dedup_exp` | expiry ms:u64 dedup-key                         | empty                |
@@ -372,6 +374,59 @@ impl Store {
             .db
             .get_cf(self.cf(CF_META), format!("quarantine/{module}"))?
             .is_some())
+    }
+
+    /// A host-level record in the `meta` family (module registry, ...).
+    pub fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get_cf(self.cf(CF_META), key)?)
+    }
+
+    /// Write a host-level record (synced: these are rare and must survive).
+    pub fn meta_put(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_META), key, value);
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db.write_opt(batch, &wo)?;
+        Ok(())
+    }
+
+    /// Every host-level record whose key starts with `prefix`.
+    pub fn meta_scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let mut out = Vec::new();
+        let it = self.db.iterator_cf(
+            self.cf(CF_META),
+            IteratorMode::From(prefix.as_bytes(), Direction::Forward),
+        );
+        for item in it {
+            let (k, v) = item?;
+            if !k.starts_with(prefix.as_bytes()) {
+                break;
+            }
+            out.push((String::from_utf8_lossy(&k).into_owned(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Delete a module's state and idempotency marks, and with `cursors` also
+    /// its cursors and quarantine mark: what `undeploy --purge` and
+    /// `rewind --reset-state` throw away. The module must not be running.
+    pub fn forget_module(&self, module: &str, cursors: bool) -> Result<(), StoreError> {
+        let from = module_prefix(module);
+        let mut to = from.clone();
+        *to.last_mut().expect("prefix ends with 0") = 1;
+        let mut batch = WriteBatch::default();
+        let mut families = vec![CF_STATE, CF_DEDUP];
+        if cursors {
+            families.push(CF_CURSOR);
+            batch.delete_cf(self.cf(CF_META), format!("quarantine/{module}"));
+        }
+        for cf in families {
+            batch.delete_range_cf(self.cf(cf), &from, &to);
+        }
+        // Expiry entries of deleted marks are left for the sweep, which skips
+        // marks that are gone.
+        self.write(batch)
     }
 
     /// Whether a dedup key is present at all (expired or not), for tests and tools.
