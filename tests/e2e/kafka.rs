@@ -320,3 +320,42 @@ fn malformed_records_are_dead_lettered_with_the_reason() {
     }
     assert!(host.alive(), "the host survived");
 }
+
+#[test]
+fn kafka_sigterm_mid_stream_drains_the_outbox_and_exits_zero() {
+    const EVENTS: usize = 20_000;
+    let broker = Broker::start(Storage::Memory);
+    broker.create_topic("orders", 3);
+    let mut host = HostProc::start(&broker.host_config(), |m| stage(m, &["aggregator"]));
+    let (events, expected) = orders(EVENTS, 50, 13, "t-order-");
+    broker.produce("orders", &events);
+    wait_for(Duration::from_secs(120), "the aggregator under way", || {
+        (applied(&host).unwrap_or(0) > 2_000).then_some(())
+    });
+    let seen = applied(&host).unwrap_or(0);
+    let code = host.terminate();
+    assert_eq!(code, Some(0), "log:\n{}", host.log());
+    eprintln!("SIGTERM after {seen} of {EVENTS} applied");
+    // Everything committed before the stop was published: a restart finds
+    // an empty outbox, and nothing is published twice.
+    host.restart();
+    let status = host.get("/v1/status");
+    assert_eq!(status["outbox_at_start"], 0, "{status}");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while applied(&host) != Some(EVENTS as u64) {
+        if Instant::now() > deadline {
+            let log = host.log();
+            panic!(
+                "not every event applied after the restart ({:?}); {:?} log tail:\n{}",
+                applied(&host),
+                host.module("aggregator").partitions,
+                &log[log.len().saturating_sub(6000)..]
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    host.assert_aggregator_totals(&expected);
+    assert_one_update_per_input(&broker, EVENTS);
+    let records = broker.read_all("totals").len();
+    assert_eq!(records, EVENTS, "a graceful stop re-publishes nothing");
+}

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 
@@ -191,15 +191,17 @@ impl Client {
         self.produce_raw(topic, events.iter().map(binary_record));
     }
 
-    /// Produce `(key, value, headers)` records as they are.
+    /// Produce `(key, value, headers)` records as they are, and check that
+    /// the broker acknowledged every one.
     pub fn produce_raw(&self, topic: &str, records: impl IntoIterator<Item = KafkaRecord>) {
-        let p: BaseProducer = self
+        let p: BaseProducer<Deliveries> = self
             .client()
             .set("enable.idempotence", "true")
             .set("partitioner", "murmur2_random")
             .set("linger.ms", "5")
-            .create()
+            .create_with_context(Deliveries::default())
             .unwrap();
+        let mut sent = 0usize;
         for (key, value, headers) in records {
             let mut h = OwnedHeaders::new();
             for (n, v) in &headers {
@@ -230,8 +232,17 @@ impl Client {
                     r = Some(rec);
                 }
             }
+            sent += 1;
         }
         p.flush(Duration::from_secs(60)).expect("produce flush");
+        let d = p.context();
+        let failed = d.failed.lock().unwrap();
+        assert!(failed.is_none(), "a record was not delivered: {failed:?}");
+        assert_eq!(
+            d.delivered.load(std::sync::atomic::Ordering::SeqCst),
+            sent,
+            "delivery reports"
+        );
     }
 
     /// Every record of `topic` (all partitions, oldest first) as JSON:
@@ -397,4 +408,32 @@ fn record_json<M: Message>(m: &M) -> Value {
         "partition": m.partition(),
         "offset": m.offset(),
     })
+}
+
+/// Counts a producer's delivery reports and keeps the first failure.
+#[derive(Default)]
+struct Deliveries {
+    delivered: std::sync::atomic::AtomicUsize,
+    failed: std::sync::Mutex<Option<String>>,
+}
+
+impl rdkafka::ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, r: &DeliveryResult<'_>, _: ()) {
+        match r {
+            Ok(_) => {
+                self.delivered
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            Err((e, _)) => {
+                self.failed
+                    .lock()
+                    .unwrap()
+                    .get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
 }

@@ -223,6 +223,7 @@ impl Kafka {
             buffers: HashMap::new(),
             assigned: HashSet::new(),
             placing: HashMap::new(),
+            skips_batches: false,
             gaps: HashMap::new(),
             ends,
             stop_watch: stop,
@@ -528,7 +529,7 @@ pub struct KafkaInput {
     buffers: HashMap<(String, u32), VecDeque<Record>>,
     assigned: HashSet<(String, u32)>,
     /// Partitions just placed at a cursor: `(cursor, how far back the last seek went)`.
-    placing: HashMap<(String, u32), (u64, u64)>,
+    placing: HashMap<(String, u32), Placing>,
     /// Per partition: the cursor a gap was last seen at, and how often.
     gaps: HashMap<(String, u32), (u64, u32)>,
     /// Last known end offset (high watermark) per partition, kept fresh by a
@@ -537,11 +538,37 @@ pub struct KafkaInput {
     stop_watch: Arc<std::sync::atomic::AtomicBool>,
     last_commit: Instant,
     buffered: usize,
+    /// The broker answered a fetch with a batch after the one holding the
+    /// offset asked for (see `placed`).
+    skips_batches: bool,
 }
 
 /// Times a partition is read again from the same cursor before a gap in the
 /// broker's offsets is believed.
 const MAX_REPLACEMENTS: u32 = 5;
+
+/// How long a partition being placed may get no records (while the broker
+/// has some past the cursor) before it is sought further back.
+const QUIET_PLACEMENT: Duration = Duration::from_millis(500);
+
+/// A partition being placed at `target` (see `KafkaInput::placed`).
+struct Placing {
+    target: u64,
+    /// How far before `target` the last seek went.
+    back: u64,
+    /// When that seek was made.
+    since: Instant,
+}
+
+impl Placing {
+    fn at(target: u64) -> Placing {
+        Placing {
+            target,
+            back: 0,
+            since: Instant::now(),
+        }
+    }
+}
 
 /// Most records held in buffers before `poll` stops fetching.
 const MAX_BUFFERED: usize = 20_000;
@@ -590,6 +617,7 @@ impl KafkaInput {
                 }
             }
         }
+        self.nudge_quiet_placements();
         self.flush_commits(false);
         fresh
     }
@@ -602,15 +630,28 @@ impl KafkaInput {
     /// fetch starts at or before the cursor, or from offset 0, where a gap
     /// is real. Records before the cursor are dropped by `read`.
     fn placed(&mut self, key: &(String, u32), offset: u64) -> bool {
-        let Some(&(target, back)) = self.placing.get(key) else {
+        let Some(p) = self.placing.get(key) else {
             return true;
         };
-        if offset <= target || back >= target {
+        if offset <= p.target || p.back >= p.target {
             self.placing.remove(key);
             return true;
         }
-        let back = (back * 2).max(1).min(target);
-        self.placing.insert(key.clone(), (target, back));
+        // Only a broker that answers with a later batch does this (tansu).
+        self.skips_batches = true;
+        self.seek_back(key, Some(offset));
+        false
+    }
+
+    /// Seek a partition being placed further back (twice as far as last time).
+    fn seek_back(&mut self, key: &(String, u32), got: Option<u64>) {
+        let Some(p) = self.placing.get_mut(key) else {
+            return;
+        };
+        p.back = (p.back * 2).max(1).min(p.target);
+        p.since = Instant::now();
+        let (target, back) = (p.target, p.back);
+        tracing::debug!(topic = %key.0, partition = key.1, cursor = target, ?got, back, "fetch did not start at the cursor; seeking back");
         if let Err(e) = self.consumer.seek(
             &key.0,
             key.1 as i32,
@@ -619,9 +660,31 @@ impl KafkaInput {
         ) {
             tracing::warn!(topic = %key.0, partition = key.1, error = %e, "seek failed; reading on from where the broker is");
             self.placing.remove(key);
-            return true;
         }
-        false
+    }
+
+    /// A partition placed at a cursor inside the broker's last record batch
+    /// gets nothing back from tansu at all (there is no next batch to return
+    /// instead): when a placed partition stays quiet, seek back as if a later
+    /// batch had come — if the broker is known to answer that way, or reports
+    /// records past the cursor (tansu's high watermark can lag, so that alone
+    /// is not enough). On a broker that behaves, an idle partition is left
+    /// alone.
+    fn nudge_quiet_placements(&mut self) {
+        let ends = self.ends.lock().unwrap().clone();
+        let quiet: Vec<(String, u32)> = self
+            .placing
+            .iter()
+            .filter(|(k, p)| {
+                p.back < p.target
+                    && p.since.elapsed() >= QUIET_PLACEMENT
+                    && (self.skips_batches || ends.get(*k).is_some_and(|end| *end > p.target))
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in quiet {
+            self.seek_back(&k, None);
+        }
     }
 
     fn apply_group_events(&mut self) -> Vec<(String, u32, u64)> {
@@ -645,7 +708,7 @@ impl KafkaInput {
                             self.buffered -= b.len();
                         }
                         self.assigned.insert(k.clone());
-                        self.placing.insert(k, (at, 0));
+                        self.placing.insert(k, Placing::at(at));
                         fresh.push((t, p, at));
                     }
                 }
@@ -696,7 +759,7 @@ impl KafkaInput {
                 );
                 self.buffered -= buf.len();
                 buf.clear();
-                self.placing.insert(key.clone(), (from, 0));
+                self.placing.insert(key.clone(), Placing::at(from));
                 if let Err(e) = self.consumer.seek(
                     topic,
                     p as i32,
