@@ -414,80 +414,60 @@ impl Service {
 
     /// A module directory found by the scanner: deploy it unless this exact
     /// content was deployed before (so a restart, or a rollback, is not undone
-    /// by the files still lying there).
+    /// by the files still lying there). A refusal is logged and shown on the
+    /// module (or as a failed module).
     fn deploy_candidate(&self, c: Candidate) {
-        let dir_name = c
-            .dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let res = c
-            .content
-            .map_err(LifecycleError::Invalid)
-            .and_then(|(manifest, component)| {
-                let name = toml::from_str::<toml::Table>(&manifest)
-                    .ok()
-                    .and_then(|t| t.get("name")?.as_str().map(str::to_owned));
-                if let Some(name) = &name
-                    && let Ok(Some(rec)) = self.registry.get(name)
-                    && rec.has_content(&component_hash(&component), &manifest)
-                {
-                    return Ok(None);
-                }
-                self.deploy(DeployRequest {
-                    manifest,
-                    component,
-                    source: format!("dir {}", c.dir.display()),
-                    start: None,
-                })
-                .map(Some)
-                .map_err(|e| (e, name))
-                .map_err(|(e, name)| {
-                    if let Some(n) = name {
-                        self.note_refused(&n, &c.dir, &e.to_string());
-                    }
-                    e
-                })
-            });
+        let (manifest, component) = match c.content {
+            Ok(content) => content,
+            Err(e) => return self.note_refused(None, &c.dir, &e),
+        };
+        let name = toml::from_str::<toml::Table>(&manifest)
+            .ok()
+            .and_then(|t| t.get("name")?.as_str().map(str::to_owned));
+        if let Some(n) = &name
+            && let Ok(Some(rec)) = self.registry.get(n)
+            && rec.has_content(&component_hash(&component), &manifest)
+        {
+            return;
+        }
+        let res = self.deploy(DeployRequest {
+            manifest,
+            component,
+            source: format!("dir {}", c.dir.display()),
+            start: None,
+        });
         match res {
-            Ok(Some(o)) => {
-                tracing::info!(module = %o.module, action = o.action, version = %o.version, dir = %c.dir.display(), "modules directory")
+            Ok(o) => {
+                tracing::info!(module = %o.module, action = o.action, version = %o.version, dir = %c.dir.display(), "modules directory");
+                // An earlier refusal of this directory is over.
+                let dir = c.dir.display().to_string();
+                self.failed.lock().unwrap().retain(|_, f| f.dir != dir);
             }
-            Ok(None) => {}
-            Err(e) => {
-                tracing::error!(dir = %c.dir.display(), error = %e, "module directory not deployed");
-                let loaded = self.modules.lock().unwrap().contains_key(&dir_name);
-                if !loaded {
-                    self.failed
-                        .lock()
-                        .unwrap()
-                        .entry(dir_name)
-                        .or_insert(Failed {
-                            dir: c.dir.display().to_string(),
-                            error: e.to_string(),
-                        });
-                }
-            }
+            Err(e) => self.note_refused(name.as_deref(), &c.dir, &e.to_string()),
         }
     }
 
-    /// Record why a deploy of `name` from `dir` was refused: on the running
-    /// module if there is one, else as a failed module.
-    fn note_refused(&self, name: &str, dir: &Path, error: &str) {
-        let mut modules = self.modules.lock().unwrap();
-        match modules.get_mut(name) {
-            Some(e) => e.deploy_error = Some(error.to_string()),
-            None => {
-                drop(modules);
-                self.failed.lock().unwrap().insert(
-                    name.to_string(),
-                    Failed {
-                        dir: dir.display().to_string(),
-                        error: error.to_string(),
-                    },
-                );
-            }
+    /// Record why a deploy from `dir` was refused: on the running module if
+    /// there is one, else as a failed module (named by the manifest, or by the
+    /// directory when the manifest has no readable name).
+    fn note_refused(&self, name: Option<&str>, dir: &Path, error: &str) {
+        tracing::error!(dir = %dir.display(), error, "module directory not deployed");
+        let name = name.map(str::to_owned).unwrap_or_else(|| {
+            dir.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        });
+        if let Some(e) = self.modules.lock().unwrap().get_mut(&name) {
+            e.deploy_error = Some(error.to_string());
+            return;
         }
+        self.failed.lock().unwrap().insert(
+            name,
+            Failed {
+                dir: dir.display().to_string(),
+                error: error.to_string(),
+            },
+        );
     }
 
     /// Deploy a new module, or upgrade a deployed one to new content. The

@@ -721,3 +721,105 @@ fn sigterm_mid_stream_exits_zero_and_loses_nothing() {
     let m = host.module("aggregator").metrics.unwrap();
     assert_eq!(m.dedup_hits, 0, "a graceful stop leaves nothing to redo");
 }
+
+#[test]
+fn pause_holds_across_a_restart_and_undeploy_keeps_state_unless_purged() {
+    let mut host = HostProc::start("[[topics]]\nname = \"clicks\"\npartitions = 2\n", |_| {});
+    produce_clicks(&host, &clicks("old", 100, 5));
+    // Deployed after 100 events with --start latest: it counts only what follows.
+    let dir = staged_modules().join("counter");
+    let r = host.cli(&["deploy", dir.to_str().unwrap(), "--start", "latest"]);
+    assert!(r.ok, "{}", r.stderr);
+    produce_clicks(&host, &clicks("a", 50, 5));
+    host.wait_caught_up("counter", Duration::from_secs(60));
+    assert_eq!(counts(&host, "counter"), expected_counts(&[50], 5));
+
+    let r = host.cli(&["pause", "counter"]);
+    assert!(r.ok && r.stderr.contains("paused counter"), "{}", r.stderr);
+    assert_eq!(host.module("counter").status, "paused");
+    produce_clicks(&host, &clicks("b", 50, 5));
+    host.restart();
+    let m = host.module("counter");
+    assert_eq!(m.status, "paused", "kept across a restart");
+    assert_eq!(
+        m.partitions
+            .iter()
+            .filter(|p| p.topic == "clicks")
+            .map(|p| p.lag)
+            .sum::<u64>(),
+        50
+    );
+    assert_eq!(
+        counts(&host, "counter"),
+        expected_counts(&[50], 5),
+        "nothing applied while paused"
+    );
+    let r = host.cli(&["resume", "counter"]);
+    assert!(r.ok && r.stderr.contains("resumed counter"), "{}", r.stderr);
+    host.wait_caught_up("counter", Duration::from_secs(60));
+    assert_eq!(counts(&host, "counter"), expected_counts(&[50, 50], 5));
+
+    // Undeploy keeps state: deployed again, it continues.
+    let r = host.cli(&["undeploy", "counter"]);
+    assert!(r.ok, "{}", r.stderr);
+    assert!(host.modules().is_empty());
+    produce_clicks(&host, &clicks("c", 50, 5));
+    let r = host.cli(&["deploy", dir.to_str().unwrap()]);
+    assert!(r.ok, "{}", r.stderr);
+    host.wait_caught_up("counter", Duration::from_secs(60));
+    assert_eq!(counts(&host, "counter"), expected_counts(&[50, 50, 50], 5));
+
+    // --purge: state, idempotency set and cursors go; a new deploy starts
+    // over from its manifest's start (earliest): all 250 events.
+    let r = host.cli(&["undeploy", "counter", "--purge"]);
+    assert!(r.ok, "{}", r.stderr);
+    let r = host.cli(&["deploy", dir.to_str().unwrap()]);
+    assert!(r.ok, "{}", r.stderr);
+    host.wait_caught_up("counter", Duration::from_secs(60));
+    assert_eq!(
+        counts(&host, "counter"),
+        expected_counts(&[100, 50, 50, 50], 5)
+    );
+    let (code, v) = api(
+        &host.addr,
+        "POST",
+        "/v1/modules/nothing/pause",
+        None,
+        Some(TOKEN),
+    );
+    assert_eq!(code, 404, "{v}");
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let log = dir.path().join("host.log");
+    let mut child = ChildGuard(
+        std::process::Command::new(sluice_bin())
+            .args(["run", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("SLUICE_LOG_FORMAT", "json")
+            .env("SLUICE_API_TOKEN", TOKEN)
+            .env_remove("SLUICE_CONFIG")
+            .stdin(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let addr = format!("http://127.0.0.1:{port}");
+    wait_for(Duration::from_secs(60), "the host to be ready", || {
+        get(&addr, "/readyz").ok()
+    });
+    child.stop();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["fields"]["message"] == "ready"),
+        "{text}"
+    );
+}

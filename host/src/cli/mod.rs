@@ -405,7 +405,7 @@ fn run_host(config: HostConfig) -> anyhow::Result<()> {
     tracing::info!(%addr, "listening");
     let app = crate::admin::router(svc.clone(), Some(token));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = rt.spawn(async move {
+    let mut server = rt.spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async {
                 let _ = stop_rx.await;
@@ -420,7 +420,17 @@ fn run_host(config: HostConfig) -> anyhow::Result<()> {
             .spawn(move || svc.load_modules())
             .context("cannot start the module loader")?
     };
-    rt.block_on(shutdown_signal());
+    // Until a signal, or until the server fails (then stop the same way).
+    let failed = rt.block_on(async {
+        tokio::select! {
+            () = shutdown_signal() => None,
+            r = &mut server => Some(match r {
+                Ok(Ok(())) => anyhow::anyhow!("the API server stopped"),
+                Ok(Err(e)) => anyhow::Error::new(e).context("API server failed"),
+                Err(e) => anyhow::Error::new(e).context("API server task failed"),
+            }),
+        }
+    });
     // A second signal exits at once; the core invariant keeps that safe.
     rt.spawn(async {
         shutdown_signal().await;
@@ -444,6 +454,9 @@ fn run_host(config: HostConfig) -> anyhow::Result<()> {
         bail!(
             "shutdown did not finish within {shutdown_timeout:?} (shutdown-timeout); exiting anyway — committed work is safe and the rest is redone at start"
         );
+    }
+    if let Some(e) = failed {
+        return Err(e);
     }
     match rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), server).await }) {
         Ok(Ok(Err(e))) => Err(e).context("API server failed"),
@@ -621,4 +634,82 @@ fn modules(addr: &str, json: bool) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_replace_the_file_and_are_validated() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sluice.toml");
+        std::fs::write(
+            &file,
+            "data-dir = \"d\"\nshutdown-timeout = \"10s\"\n[api]\nlisten = \"127.0.0.1:1000\"\n",
+        )
+        .unwrap();
+        let c = host_config(Some(&file), Overrides::default()).unwrap();
+        assert_eq!(c.api.listen.port(), 1000);
+        assert_eq!(c.data_dir, dir.path().join("d"));
+        assert_eq!(c.shutdown_timeout, Duration::from_secs(10));
+
+        let c = host_config(
+            Some(&file),
+            Overrides {
+                listen: Some("127.0.0.1:2000".parse().unwrap()),
+                kafka_bootstrap_servers: Some("127.0.0.1:9092".into()),
+                shutdown_timeout: Some("3s".into()),
+                token: Some("a-token-long-enough-1".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.api.listen.port(), 2000);
+        assert_eq!(
+            c.data_dir,
+            dir.path().join("d"),
+            "not overridden: the file's"
+        );
+        assert_eq!(
+            c.kafka.unwrap().properties["bootstrap.servers"],
+            "127.0.0.1:9092"
+        );
+        assert_eq!(c.shutdown_timeout, Duration::from_secs(3));
+        assert_eq!(c.api.token.as_deref(), Some("a-token-long-enough-1"));
+
+        let e = host_config(
+            None,
+            Overrides {
+                token: Some("short".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("api.token"), "{e}");
+        let e = host_config(
+            None,
+            Overrides {
+                shutdown_timeout: Some("soon".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("--shutdown-timeout"), "{e}");
+    }
+
+    #[test]
+    fn the_example_configs_load() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        for f in [
+            "quickstart/sluice.toml",
+            "kafka/sluice.toml",
+            "service/sluice.toml",
+        ] {
+            HostConfig::load(&root.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        }
+        let svc = HostConfig::load(&root.join("service/sluice.toml")).unwrap();
+        assert_eq!(svc.data_dir, PathBuf::from("/var/lib/sluice/data"));
+        assert!(!svc.api.listen.ip().is_loopback());
+    }
 }
