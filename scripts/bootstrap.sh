@@ -31,3 +31,8 @@ fi
 # The Kafka tests run against a real broker: tansu, built with cargo once
 # (~8 minutes on 2 cores) and then found in ~/.cargo/bin.
 "$(dirname "$0")/kafka-broker.sh" install
+
+# JavaScript and Python modules are built with pinned toolchains from the npm
+# registry and PyPI, installed once into ~/.cache/sluice-tools (keyed by the
+# lock files in guest-sdk/js and guest-sdk/python).
+"$(dirname "$0")/guest-tools.sh" install

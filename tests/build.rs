@@ -18,6 +18,11 @@ const MODULES: &[&str] = &[
     "counter",
 ];
 
+/// Modules in other languages, built by `scripts/build-module.sh` (pinned
+/// toolchains from `scripts/guest-tools.sh`) and staged as
+/// `<name>/{module.toml,<name>.wasm}`.
+const OTHER_LANGUAGES: &[&str] = &["aggregator-js", "aggregator-py", "snoop-js", "snoop-py"];
+
 /// Second builds of a module with a cargo feature, staged as
 /// `<staged name>/<module>.wasm` with the manifest's version replaced: a newer
 /// version of the same module, for upgrade tests.
@@ -38,7 +43,13 @@ fn main() {
         .map(Path::to_path_buf)
         .unwrap_or_else(|| out.join("t"));
     let guest_target = target.join("wasm-guests");
-    for dir in ["modules", "guest-sdk", "wit"] {
+    for dir in [
+        "modules",
+        "guest-sdk",
+        "wit",
+        "scripts/build-module.sh",
+        "scripts/guest-tools.sh",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
     let staged = out.join("modules");
@@ -67,6 +78,9 @@ fn main() {
             dir.join("module.toml"),
         )
         .unwrap();
+    }
+    for m in OTHER_LANGUAGES {
+        build_other(&root, m, &staged.join(m));
     }
     println!("cargo:rustc-env=SLUICE_GUEST_MODULES={}", staged.display());
 }
@@ -107,4 +121,36 @@ fn stage_component(guest_target: &Path, m: &str, dir: &Path) {
         .join(format!("{m}.wasm"));
     std::fs::copy(&wasm, dir.join(format!("{m}.wasm")))
         .unwrap_or_else(|e| panic!("cannot copy {}: {e}", wasm.display()));
+}
+
+/// Build a JavaScript or Python module into `dir/<m>.wasm`, with its
+/// manifest's `component` pointing there.
+fn build_other(root: &Path, m: &str, dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let wasm = dir.join(format!("{m}.wasm"));
+    let status = Command::new(root.join("scripts/build-module.sh"))
+        .arg("build")
+        .arg(root.join("modules").join(m))
+        .env("SLUICE_BUILD_OUT", &wasm)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("cannot run scripts/build-module.sh");
+    if !status.success() {
+        panic!(
+            "building modules/{m} failed (toolchains: `scripts/guest-tools.sh install`; needs node and python3)"
+        );
+    }
+    let manifest =
+        std::fs::read_to_string(root.join("modules").join(m).join("module.toml")).unwrap();
+    let manifest: Vec<String> = manifest
+        .lines()
+        .map(|l| {
+            if l.starts_with("component") {
+                format!("component = \"{m}.wasm\"")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    std::fs::write(dir.join("module.toml"), manifest.join("\n") + "\n").unwrap();
 }

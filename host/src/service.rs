@@ -242,8 +242,13 @@ impl Service {
         let mut runtime = Runtime::new(config.pipeline.memory_budget)
             .context("cannot start the WebAssembly engine")?;
         if config.deploy.compile_cache {
+            let dir = config
+                .deploy
+                .compile_cache_dir
+                .clone()
+                .unwrap_or_else(|| config.data_dir.join("compiled"));
             runtime = runtime
-                .with_compile_cache(&config.data_dir.join("compiled"))
+                .with_compile_cache(&dir)
                 .context("cannot open the compiled-component cache")?;
         }
         let runtime = Arc::new(runtime);

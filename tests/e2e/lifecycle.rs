@@ -440,7 +440,9 @@ fn time_now_rfc3339() -> String {
 
 #[test]
 fn a_restart_with_twenty_modules_takes_them_from_the_compiled_cache() {
-    let mut host = HostProc::start(ORDERS_TOPIC, |m| {
+    // Its own cache (in its data directory), not the one test hosts share.
+    let extra = format!("{ORDERS_TOPIC}[deploy]\ncompile-cache = true\n");
+    let mut host = HostProc::start(&extra, |m| {
         for i in 0..20 {
             // Twenty different components (a custom section makes each unique).
             stage_renamed(m, "aggregator", &format!("agg{i:02}"), 16 + i);

@@ -8,5 +8,6 @@ mod dlq;
 mod duplicates;
 mod failures;
 mod kafka;
+mod languages;
 mod lifecycle;
 mod quickstart;

@@ -28,6 +28,11 @@ pub fn component(name: &str) -> PathBuf {
     staged_modules().join(name).join(format!("{name}.wasm"))
 }
 
+/// The compiled-component cache test hosts share: beside the staged modules.
+pub fn shared_compile_cache() -> PathBuf {
+    staged_modules().with_file_name("compiled-cache")
+}
+
 /// Copy the named staged modules into `dir` (a host's modules directory).
 pub fn stage(dir: &Path, names: &[&str]) {
     for n in names {
@@ -125,9 +130,20 @@ impl HostProc {
         setup(&modules);
         let port = free_port();
         let config = dir.path().join("sluice.toml");
+        // Test hosts share one compiled-component cache (the JavaScript and
+        // Python components take seconds each to compile), unless the test
+        // configures [deploy] itself.
+        let shared_cache = if extra.contains("[deploy]") {
+            String::new()
+        } else {
+            format!(
+                "[deploy]\ncompile-cache-dir = \"{}\"\n",
+                shared_compile_cache().display()
+            )
+        };
         std::fs::write(
             &config,
-            format!("data-dir = \"data\"\nmodules-dir = \"modules\"\n[api]\nlisten = \"127.0.0.1:{port}\"\ntoken = \"{TOKEN}\"\n{extra}\n"),
+            format!("data-dir = \"data\"\nmodules-dir = \"modules\"\n[api]\nlisten = \"127.0.0.1:{port}\"\ntoken = \"{TOKEN}\"\n{extra}\n{shared_cache}"),
         )
         .unwrap();
         let log_path = dir.path().join("host.log");
@@ -304,8 +320,18 @@ impl HostProc {
         &self,
         expected: &std::collections::BTreeMap<String, (i64, u64)>,
     ) {
+        self.assert_totals_of("aggregator", expected);
+    }
+
+    /// [`HostProc::assert_aggregator_totals`] for an aggregator deployed
+    /// under another name (or written in another language).
+    pub fn assert_totals_of(
+        &self,
+        module: &str,
+        expected: &std::collections::BTreeMap<String, (i64, u64)>,
+    ) {
         let state: std::collections::BTreeMap<String, Value> =
-            self.state("aggregator").into_iter().collect();
+            self.state(module).into_iter().collect();
         assert_eq!(state.len(), expected.len(), "one state entry per customer");
         for (c, (total, count)) in expected {
             let v = &state[&format!("total/{c}")];

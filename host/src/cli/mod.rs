@@ -4,6 +4,7 @@
 mod client;
 mod dlq;
 mod lifecycle;
+mod scaffold;
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -70,6 +71,34 @@ pub enum Command {
         /// Host API address.
         #[arg(long, env = "SLUICE_ADDR", default_value = "http://127.0.0.1:7070")]
         addr: String,
+    },
+    /// Create a module directory (source, manifest, a test, the pinned build)
+    /// that builds and passes its test at once.
+    New {
+        /// Module name: lowercase letters, digits and `-`.
+        name: String,
+        /// Language of the module.
+        #[arg(long, value_enum)]
+        lang: scaffold::Lang,
+        /// Directory to create (default: ./<name>).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Rust only: the sluice-guest SDK to depend on (default: the one
+        /// this sluice was built with).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
+    /// Build a module made by `sluice new` into the component its manifest names.
+    Build {
+        /// The module directory.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Run the unit tests of a module made by `sluice new` (in-memory host).
+    Test {
+        /// The module directory.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
     },
     /// Run an earlier revision of a module again (state carries over).
     Rollback {
@@ -308,6 +337,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             addr,
         } => lifecycle::undeploy(&client::Api::new(&addr), &module, purge),
         Command::Pause { module, addr } => lifecycle::pause(&client::Api::new(&addr), &module),
+        Command::New {
+            name,
+            lang,
+            dir,
+            sdk,
+        } => scaffold::new_module(&name, lang, dir, sdk),
+        Command::Build { dir } => scaffold::run_build("build", &dir),
+        Command::Test { dir } => scaffold::run_build("test", &dir),
         Command::Rewind {
             module,
             to,

@@ -12,6 +12,7 @@
 //! watch = true                 # deploy new or changed module directories while running
 //! watch-interval = "1s"
 //! compile-cache = true         # keep compiled components in <data-dir>/compiled
+//! compile-cache-dir = "..."    # ... or here (hosts of one version may share it)
 //! [log]                        # the embedded log (used when no broker is configured)
 //! partitions = 3               # default partition count of a new topic
 //! retention-events = 1000000   # per partition; older events are deleted
@@ -95,6 +96,10 @@ pub struct DeployConfig {
     /// Keep compiled components in `<data-dir>/compiled`.
     #[serde(rename = "compile-cache")]
     pub compile_cache: bool,
+    /// Keep them here instead (relative to the config file); several hosts
+    /// of the same version may share one.
+    #[serde(rename = "compile-cache-dir")]
+    pub compile_cache_dir: Option<PathBuf>,
 }
 
 impl Default for DeployConfig {
@@ -103,6 +108,7 @@ impl Default for DeployConfig {
             watch: true,
             watch_interval: std::time::Duration::from_secs(1),
             compile_cache: true,
+            compile_cache_dir: None,
         }
     }
 }
@@ -296,6 +302,7 @@ impl HostConfig {
         let base = path.parent().unwrap_or(Path::new("."));
         c.data_dir = base.join(&c.data_dir);
         c.modules_dir = c.modules_dir.map(|d| base.join(d));
+        c.deploy.compile_cache_dir = c.deploy.compile_cache_dir.map(|d| base.join(d));
         c.validate()
             .map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(c)
