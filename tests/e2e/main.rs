@@ -11,3 +11,4 @@ mod kafka;
 mod languages;
 mod lifecycle;
 mod quickstart;
+mod scaffold;
