@@ -80,13 +80,9 @@ fn through_host(broker: &Broker, module: &str, n: usize) -> Duration {
 }
 
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
-        return;
-    }
-    let n: usize = std::env::var("SLUICE_BENCH_EVENTS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(100_000);
+    let Some(n) = bench_size("SLUICE_BENCH_EVENTS", 100_000) else {
+        return; // `cargo test --benches` probes with --list
+    };
     let broker = Broker::start(Storage::Memory);
     broker.create_topic("orders", 3);
     let (mut events, _) = orders(n, 1000, 21, "bench-");

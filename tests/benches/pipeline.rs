@@ -184,13 +184,9 @@ fn full_path(module: &str, evs: &[OwnedEvent]) -> Duration {
 }
 
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
+    let Some(n) = sluice_tests::bench_size("SLUICE_BENCH_EVENTS", 200_000) else {
         return; // `cargo test --benches` probes with --list
-    }
-    let n: usize = std::env::var("SLUICE_BENCH_EVENTS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(200_000);
+    };
     let evs = events(n);
     let frames: Vec<Vec<u8>> = evs.iter().map(|e| e.as_ref().encode()).collect();
     let metas: Vec<InputMeta> = evs

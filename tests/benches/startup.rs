@@ -52,13 +52,9 @@ fn best(v: &[(Duration, Duration)]) -> (Duration, Duration) {
 }
 
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
+    let Some(n) = sluice_tests::bench_size("SLUICE_BENCH_MODULES", 20) else {
         return; // `cargo test --benches` probes with --list
-    }
-    let n: usize = std::env::var("SLUICE_BENCH_MODULES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20);
+    };
     let size = component_bytes("aggregator").len();
     let mut host = HostProc::start("[[topics]]\nname = \"orders\"\npartitions = 3\n", |m| {
         for i in 0..n {

@@ -136,4 +136,8 @@ fn javascript_and_python_modules_get_nothing_they_try_to_reach() {
         assert_eq!(info.metrics.unwrap().dead_letters, 0);
     }
     assert!(get(&host.addr, "/healthz").is_ok(), "the host is up");
+    // Their log lines reach the host's log through the log import.
+    let log = host.log();
+    assert!(log.contains("snoop-js tried 3 things"), "{log}");
+    assert!(log.contains("snoop-py tried 5 things"), "{log}");
 }

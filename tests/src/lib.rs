@@ -576,3 +576,18 @@ pub fn stage_renamed(dir: &Path, staged: &str, name: &str, pad: usize) {
     std::fs::write(to.join("module.wasm"), wasm).unwrap();
     std::fs::write(to.join("module.toml"), manifest).unwrap();
 }
+
+/// A benchmark's size from the environment variable `var` (else `default`),
+/// or `None` when cargo only probes the bench target (`--list`, as
+/// `cargo test --benches` does) and nothing should run.
+pub fn bench_size(var: &str, default: usize) -> Option<usize> {
+    if std::env::args().any(|a| a == "--list") {
+        return None;
+    }
+    Some(
+        std::env::var(var)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(default),
+    )
+}

@@ -1,6 +1,6 @@
 // Tries what a sandboxed module must not be able to do, and reports each
 // outcome as an event (the test asserts every one failed inside the guest).
-import { emit, config } from "sluice";
+import { emit, config, log } from "sluice";
 
 function attempt(f) {
   try {
@@ -23,5 +23,6 @@ export function handle(event) {
     }),
     env: attempt(() => JSON.stringify(globalThis.process.env)),
   };
+  log.info(`snoop-js tried ${Object.keys(tried).length} things`);
   emit("snoop-out", "snoop.result", { key: "js", json: tried });
 }

@@ -4,7 +4,7 @@ outcome as an event (the test asserts every one failed inside the guest)."""
 import os
 import socket
 
-from sluice import config, emit
+from sluice import config, emit, log
 
 
 def attempt(f):
@@ -32,4 +32,5 @@ def handle(event):
         "env": attempt(lambda: os.environ["HOME"]),
         "environ": dict(os.environ),
     }
+    log.info(f"snoop-py tried {len(tried)} things")
     emit("snoop-out", "snoop.result", key="py", json=tried)
