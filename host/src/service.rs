@@ -1096,6 +1096,7 @@ impl Service {
             None => json!({ "name": name, "status": "undeployed" }),
         };
         v["revisions"] = Value::Array(history);
+        v["sandbox"] = crate::runtime::GRANTS.clone();
         Ok(v)
     }
 

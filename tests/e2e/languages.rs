@@ -131,6 +131,12 @@ fn javascript_and_python_modules_get_nothing_they_try_to_reach() {
         "nothing connected to the listening socket"
     );
     for m in ["snoop-js", "snoop-py"] {
+        // The host says what it granted: nothing.
+        let detail = host.get(&format!("/v1/modules/{m}"));
+        let sandbox = &detail["sandbox"];
+        assert_eq!(sandbox["directories"], json!([]), "{detail}");
+        assert_eq!(sandbox["network"], "denied");
+        assert_eq!(sandbox["environment"], json!({}));
         let info = host.module(m);
         assert_eq!(info.status, "running");
         assert_eq!(info.metrics.unwrap().dead_letters, 0);

@@ -9,7 +9,7 @@
 //! | `GET /v1/topics/{topic}/partitions/{p}/events?from=&limit=&wait_ms=` | read (long-poll with `wait_ms`) |
 //! | `GET /v1/modules` | modules: version, revision, status (running / paused / quarantined), cursor and lag per partition, state size, counters, last error |
 //! | `POST /v1/modules` | deploy or upgrade: `{"manifest": "<toml>", "component": "<base64>", "start": "..."}` |
-//! | `GET /v1/modules/{name}` | one module, with its revision history |
+//! | `GET /v1/modules/{name}` | one module, with its revision history and what its sandbox grants |
 //! | `DELETE /v1/modules/{name}?purge=true` | undeploy (state kept unless `purge`) |
 //! | `POST /v1/modules/{name}/rollback` | `{"to": "<version>"}` or `{}` for the previous revision |
 //! | `POST /v1/modules/{name}/pause` | stop consuming (kept across restarts) |

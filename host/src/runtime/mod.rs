@@ -38,6 +38,21 @@ mod bindings {
 
 use bindings::sluice::processor::types::Failure as WitFailure;
 
+/// What every module's sandbox grants, as `GET /v1/modules/{name}` shows it:
+/// the WASI context built in [`Runtime::instantiate`] (nothing preopened, no
+/// network, no environment or arguments) and the interfaces not linked at all.
+pub static GRANTS: std::sync::LazyLock<serde_json::Value> = std::sync::LazyLock::new(|| {
+    serde_json::json!({
+        "directories": [],
+        "network": "denied",
+        "environment": {},
+        "arguments": [],
+        "stdin": "empty",
+        "stdout_stderr": "host log",
+        "not_linked": ["wasi:http"],
+    })
+});
+
 /// Granularity of per-event deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(2);
 
@@ -388,7 +403,13 @@ impl Runtime {
         ctx: Arc<ModuleCtx>,
         txn: Txn,
     ) -> anyhow::Result<ModuleInstance> {
+        // Deny-all, spelled out rather than left to the builder's defaults:
+        // no preopened directories, environment or arguments (none added),
+        // and no network at all (see `GRANTS`).
         let mut wasi = WasiCtx::builder();
+        wasi.allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
         wasi.stdout(stdio::LogStream::new(ctx.name.clone(), "stdout"));
         wasi.stderr(stdio::LogStream::new(ctx.name.clone(), "stderr"));
         let state = HostState {
