@@ -21,16 +21,18 @@ TOOLS="${SLUICE_TOOLS:-$HOME/.cache/sluice-tools}"
 
 hash_of() { sha256sum "$@" | sha256sum | cut -c1-16; }
 
+# Each toolchain is installed in place and marked complete last, so an
+# interrupted install is redone rather than used.
 js_dir() {
   local lock="$SDK/js/package-lock.json" dir
   dir="$TOOLS/js-$(hash_of "$SDK/js/package.json" "$lock")"
-  if [ ! -x "$dir/node_modules/.bin/componentize-js" ]; then
+  if [ ! -f "$dir/.complete" ]; then
     command -v npm >/dev/null || { echo "npm is needed for JavaScript modules (Node.js 20 or newer)" >&2; exit 1; }
     echo "==> installing the JavaScript module toolchain into $dir (once)" >&2
-    rm -rf "$dir.tmp" && mkdir -p "$dir.tmp"
-    cp "$SDK/js/package.json" "$lock" "$dir.tmp/"
-    (cd "$dir.tmp" && npm ci --no-audit --no-fund --loglevel=error >&2)
-    rm -rf "$dir" && mv "$dir.tmp" "$dir"
+    rm -rf "$dir" && mkdir -p "$dir"
+    cp "$SDK/js/package.json" "$lock" "$dir/"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >&2)
+    touch "$dir/.complete"
   fi
   echo "$dir"
 }
@@ -38,16 +40,13 @@ js_dir() {
 py_dir() {
   local lock="$SDK/python/requirements.lock" dir
   dir="$TOOLS/py-$(hash_of "$lock")"
-  if [ ! -x "$dir/venv/bin/componentize-py" ]; then
+  if [ ! -f "$dir/.complete" ]; then
     command -v python3 >/dev/null || { echo "python3 is needed for Python modules" >&2; exit 1; }
     echo "==> installing the Python module toolchain into $dir (once)" >&2
-    rm -rf "$dir.tmp" && mkdir -p "$dir.tmp"
-    python3 -m venv "$dir.tmp/venv"
-    "$dir.tmp/venv/bin/pip" install -q --require-hashes -r "$lock" >&2
-    # The venv's scripts name their interpreter by path: build it in place.
-    rm -rf "$dir" && mv "$dir.tmp" "$dir"
-    python3 -m venv --upgrade "$dir/venv" >/dev/null
-    sed -i "1s|^#!.*|#!$dir/venv/bin/python3|" "$dir/venv/bin/componentize-py"
+    rm -rf "$dir" && mkdir -p "$dir"
+    python3 -m venv "$dir/venv"
+    "$dir/venv/bin/pip" install -q --require-hashes -r "$lock" >&2
+    touch "$dir/.complete"
   fi
   echo "$dir"
 }

@@ -549,16 +549,7 @@ impl Service {
             .rollback_target(version)
             .map_err(LifecycleError::NotFound)?
             .clone();
-        let what = format!("{name} revision {}", target.revision);
-        let mut manifest = Manifest::parse_str(&target.manifest, Path::new(&what))
-            .map_err(LifecycleError::Internal)?;
-        apply_start(&mut manifest, target.start.as_deref())?;
-        let loaded = self
-            .runtime
-            .load_hashed(&target.component, &what, || {
-                self.components.read(&target.component)
-            })
-            .map_err(|e| LifecycleError::Internal(e.to_string()))?;
+        let (manifest, loaded) = self.load_revision(&target)?;
         let rev = Revision {
             source: format!("rollback to revision {}", target.revision),
             deployed_at_ms: now_ms(),
@@ -643,8 +634,9 @@ impl Service {
         })
     }
 
-    /// Start a registry revision at host start.
-    fn start_revision(&self, rev: &Revision, paused: bool) -> Lifecycle<()> {
+    /// A recorded revision's manifest (with its start override) and its
+    /// component from the store (compiled, or from the compiled cache).
+    fn load_revision(&self, rev: &Revision) -> Lifecycle<(Manifest, Loaded)> {
         let what = format!("revision {} ({})", rev.revision, rev.source);
         let mut manifest = Manifest::parse_str(&rev.manifest, Path::new(&what))
             .map_err(LifecycleError::Internal)?;
@@ -655,6 +647,12 @@ impl Service {
                 self.components.read(&rev.component)
             })
             .map_err(|e| LifecycleError::Internal(e.to_string()))?;
+        Ok((manifest, loaded))
+    }
+
+    /// Start a registry revision at host start.
+    fn start_revision(&self, rev: &Revision, paused: bool) -> Lifecycle<()> {
+        let (manifest, loaded) = self.load_revision(rev)?;
         self.ensure_module_topics(&manifest)
             .map_err(LifecycleError::Internal)?;
         let manifest = Arc::new(manifest);
@@ -1040,20 +1038,13 @@ impl Service {
             .iter()
             .map(|(name, e)| self.info(name, e))
             .collect();
-        for (name, f) in self.failed.lock().unwrap().iter() {
-            out.push(ModuleInfo {
-                name: name.clone(),
-                version: None,
-                status: format!("failed: {}", f.error),
-                dir: f.dir.clone(),
-                revision: None,
-                component: None,
-                partitions: vec![],
-                state: None,
-                metrics: None,
-                last_error: Some(f.error.clone()),
-            });
-        }
+        out.extend(
+            self.failed
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(name, f)| failed_info(name, f)),
+        );
         out
     }
 
@@ -1063,10 +1054,10 @@ impl Service {
             let modules = self.modules.lock().unwrap();
             modules.get(name).map(|e| self.info(name, e))
         };
-        let info = match info {
-            Some(i) => Some(i),
-            None => self.modules().into_iter().find(|m| m.name == name),
-        };
+        let info = info.or_else(|| {
+            let failed = self.failed.lock().unwrap();
+            failed.get(name).map(|f| failed_info(name, f))
+        });
         let rec = self.registry.get(name).map_err(LifecycleError::Internal)?;
         if info.is_none() && rec.is_none() {
             return Err(LifecycleError::NotFound(format!(
@@ -1153,6 +1144,22 @@ impl Service {
             );
         }
         tracing::info!("stopped");
+    }
+}
+
+/// How a module that failed to load shows in the module list.
+fn failed_info(name: &str, f: &Failed) -> ModuleInfo {
+    ModuleInfo {
+        name: name.to_string(),
+        version: None,
+        status: format!("failed: {}", f.error),
+        dir: f.dir.clone(),
+        revision: None,
+        component: None,
+        partitions: vec![],
+        state: None,
+        metrics: None,
+        last_error: Some(f.error.clone()),
     }
 }
 

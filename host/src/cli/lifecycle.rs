@@ -64,11 +64,10 @@ pub(super) fn rollback(api: &Api, module: &str, to: Option<String>) -> anyhow::R
 }
 
 pub(super) fn undeploy(api: &Api, module: &str, purge: bool) -> anyhow::Result<()> {
-    let v = api.delete(&format!("/v1/modules/{module}?purge={purge}"))?;
+    api.delete(&format!("/v1/modules/{module}?purge={purge}"))?;
     if purge {
         eprintln!("undeployed {module}; its state, idempotency set and cursors are deleted");
     } else {
-        let _ = v;
         eprintln!(
             "undeployed {module}; its state and cursors are kept (deploy it again to continue, or undeploy --purge)"
         );

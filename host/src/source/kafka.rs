@@ -671,6 +671,9 @@ impl KafkaInput {
     /// is not enough). On a broker that behaves, an idle partition is left
     /// alone.
     fn nudge_quiet_placements(&mut self) {
+        if self.placing.is_empty() {
+            return; // the usual case: nothing being placed, nothing to copy
+        }
         let ends = self.ends.lock().unwrap().clone();
         let quiet: Vec<(String, u32)> = self
             .placing
