@@ -84,15 +84,17 @@ fn through_host(module: &str, evs: &[OwnedEvent], cache: &std::path::Path) -> Du
             };
             config.deploy.compile_cache_dir = Some(cache.to_path_buf());
             let svc = sluice::Service::start(config).unwrap();
-            svc.log.ensure_topic("orders", Some(1)).unwrap();
+            let topics = svc.topics();
+            topics.ensure(&[("orders".into(), Some(1))]).unwrap();
             for chunk in evs.chunks(10_000) {
-                svc.log.append("orders", chunk.to_vec(), |_| {}).unwrap();
+                topics.produce("orders", chunk.to_vec()).unwrap();
             }
-            let end = svc.log.bounds("orders", 0).unwrap().1;
+            let end = topics.bounds("orders", 0).unwrap().1;
             let t = Instant::now();
-            svc.deploy_dir(&sluice_tests::staged_modules().join(module))
+            svc.lifecycle()
+                .deploy_dir(&sluice_tests::staged_modules().join(module))
                 .unwrap();
-            while svc.store.cursor(module, "orders", 0).unwrap() != Some(end) {
+            while svc.store().cursor(module, "orders", 0).unwrap() != Some(end) {
                 std::thread::sleep(Duration::from_millis(1));
                 assert!(t.elapsed() < Duration::from_secs(900), "{module} stuck");
             }

@@ -155,24 +155,25 @@ fn full_path(module: &str, evs: &[OwnedEvent]) -> Duration {
             ..Default::default()
         };
         let svc = sluice::Service::start(config).unwrap();
-        svc.log.ensure_topic("orders", Some(1)).unwrap();
+        let topics = svc.topics();
+        topics.ensure(&[("orders".into(), Some(1))]).unwrap();
         for chunk in evs.chunks(10_000) {
-            svc.log.append("orders", chunk.to_vec(), |_| {}).unwrap();
+            topics.produce("orders", chunk.to_vec()).unwrap();
         }
-        let end = svc.log.bounds("orders", 0).unwrap().1;
+        let end = topics.bounds("orders", 0).unwrap().1;
         let mods = dir.path().join("modules");
         sluice_tests::stage(&mods, &[module]);
         // Deploying compiles the component; time a compile of the same file and
         // take it out, so the figure is the steady-state event rate.
         let c = Instant::now();
-        svc.runtime
+        svc.runtime()
             .load(&mods.join(module).join(format!("{module}.wasm")))
             .unwrap();
         let compile = c.elapsed();
         let t = Instant::now();
-        svc.deploy_dir(&mods.join(module)).unwrap();
+        svc.lifecycle().deploy_dir(&mods.join(module)).unwrap();
         loop {
-            if svc.store.cursor(module, "orders", 0).unwrap() == Some(end) {
+            if svc.store().cursor(module, "orders", 0).unwrap() == Some(end) {
                 break;
             }
             std::thread::sleep(Duration::from_millis(1));

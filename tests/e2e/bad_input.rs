@@ -132,7 +132,7 @@ fn a_component_without_handle_is_refused_and_named_while_others_run() {
     let status = |n: &str| {
         mods.iter()
             .find(|m| m.name == n)
-            .map(|m| m.status.clone())
+            .map(|m| m.status.to_string())
             .unwrap_or_default()
     };
     assert!(

@@ -14,7 +14,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 
 use crate::free_port;
-pub use sluice::source::kafka::KafkaRecord;
+pub use sluice::source::binding::KafkaRecord;
 
 /// The tansu binary: on PATH or in `~/.cargo/bin` (`scripts/kafka-broker.sh install`).
 pub fn tansu_bin() -> PathBuf {

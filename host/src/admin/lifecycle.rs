@@ -17,12 +17,11 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::error;
-use crate::Service;
 use crate::config::StartPosition;
-use crate::service::{DeployRequest, LifecycleError};
+use crate::{DeployRequest, LifecycleError, Service};
 
 fn lifecycle_error(e: LifecycleError) -> Response {
     let status = match &e {
@@ -38,14 +37,7 @@ fn lifecycle_error(e: LifecycleError) -> Response {
 async fn blocking<T: serde::Serialize + Send + 'static>(
     f: impl FnOnce() -> Result<T, LifecycleError> + Send + 'static,
 ) -> Response {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(Ok(v)) => Json(v).into_response(),
-        Ok(Err(e)) => lifecycle_error(e),
-        Err(e) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            json!({ "error": e.to_string() }),
-        ),
-    }
+    super::blocking(f, lifecycle_error).await
 }
 
 /// Parse a JSON request body, or answer 400 naming what is wrong.
@@ -89,7 +81,7 @@ pub(super) async fn deploy(State(svc): State<Arc<Service>>, bytes: Bytes) -> Res
     };
     let (manifest, start) = (req.manifest, req.start);
     blocking(move || {
-        svc.deploy(DeployRequest {
+        svc.lifecycle().deploy(DeployRequest {
             manifest,
             component,
             source: "api".into(),
@@ -100,7 +92,7 @@ pub(super) async fn deploy(State(svc): State<Arc<Service>>, bytes: Bytes) -> Res
 }
 
 pub(super) async fn detail(State(svc): State<Arc<Service>>, Path(name): Path<String>) -> Response {
-    blocking(move || svc.module(&name)).await
+    blocking(move || svc.lifecycle().module(&name)).await
 }
 
 #[derive(Deserialize)]
@@ -119,12 +111,13 @@ pub(super) async fn rollback(
         Ok(r) => r,
         Err(resp) => return resp,
     };
-    blocking(move || svc.rollback(&name, req.to.as_deref())).await
+    blocking(move || svc.lifecycle().rollback(&name, req.to.as_deref())).await
 }
 
 pub(super) async fn pause(State(svc): State<Arc<Service>>, Path(name): Path<String>) -> Response {
     blocking(move || {
-        svc.pause(&name)
+        svc.lifecycle()
+            .pause(&name)
             .map(|was| json!({ "module": name, "paused": true, "was_running": was }))
     })
     .await
@@ -132,7 +125,7 @@ pub(super) async fn pause(State(svc): State<Arc<Service>>, Path(name): Path<Stri
 
 pub(super) async fn resume(State(svc): State<Arc<Service>>, Path(name): Path<String>) -> Response {
     blocking(move || {
-        svc.resume(&name).map(|(paused, quarantined)| {
+        svc.lifecycle().resume(&name).map(|(paused, quarantined)| {
             json!({ "module": name, "was_paused": paused, "was_quarantined": quarantined })
         })
     })
@@ -150,7 +143,7 @@ pub(super) async fn undeploy(
     Path(name): Path<String>,
     Query(q): Query<UndeployQuery>,
 ) -> Response {
-    blocking(move || svc.undeploy(&name, q.purge)).await
+    blocking(move || svc.lifecycle().undeploy(&name, q.purge)).await
 }
 
 #[derive(Deserialize)]
@@ -180,7 +173,7 @@ pub(super) async fn rewind(
         }
     };
     blocking(move || {
-        svc.rewind(&name, to, req.reset_state).map(
+        svc.lifecycle().rewind(&name, to, req.reset_state).map(
             |plan| json!({ "module": name, "reset_state": req.reset_state, "partitions": plan }),
         )
     })
@@ -188,11 +181,11 @@ pub(super) async fn rewind(
 }
 
 pub(super) async fn readyz(State(svc): State<Arc<Service>>) -> Response {
-    let (ready, v): (bool, Value) = svc.readiness();
-    let status = if ready {
+    let r = svc.readiness();
+    let status = if r.ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(v)).into_response()
+    (status, Json(r)).into_response()
 }

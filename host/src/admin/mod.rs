@@ -33,6 +33,7 @@ pub mod auth;
 pub mod json;
 mod lifecycle;
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,7 +43,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::Service;
@@ -51,7 +52,7 @@ use crate::source::{TopicError, ingest};
 /// The API's routes over a running service. Mutating requests need `token`
 /// when one is given.
 pub fn router(svc: Arc<Service>, token: Option<String>) -> Router {
-    let max_body = usize::try_from(svc.config.api.max_upload).unwrap_or(usize::MAX);
+    let max_body = usize::try_from(svc.config().api.max_upload).unwrap_or(usize::MAX);
     let mut r = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(lifecycle::readyz))
@@ -89,15 +90,50 @@ fn error(status: StatusCode, body: Value) -> Response {
     (status, Json(body)).into_response()
 }
 
+/// A failure of the host itself: 500 with the reason.
+fn internal(e: impl std::fmt::Display) -> Response {
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        json!({ "error": e.to_string() }),
+    )
+}
+
 fn topic_error(e: TopicError) -> Response {
     let status = match &e {
         TopicError::Unknown(_) => StatusCode::NOT_FOUND,
         TopicError::BadName(_) | TopicError::Partitions { .. } | TopicError::NoPartition { .. } => {
             StatusCode::BAD_REQUEST
         }
+        TopicError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        TopicError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
         TopicError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
     error(status, json!({ "error": e.to_string() }))
+}
+
+/// Run `f` off the reactor (it blocks: RocksDB, a broker, a module's
+/// batch) and answer with its result as JSON, or its error as `on_error`
+/// says.
+async fn blocking<T, E>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
+    on_error: fn(E) -> Response,
+) -> Response
+where
+    T: Serialize + Send + 'static,
+    E: Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Json(v).into_response(),
+        Ok(Err(e)) => on_error(e),
+        Err(e) => internal(e),
+    }
+}
+
+/// What `POST /v1/topics/{topic}/events` answers.
+#[derive(Serialize)]
+struct Accepted {
+    accepted: usize,
+    events: Vec<crate::source::Produced>,
 }
 
 async fn produce(
@@ -135,107 +171,21 @@ async fn produce(
             return error(StatusCode::BAD_REQUEST, v);
         }
     };
-    if svc.kafka.is_some() {
-        return produce_kafka(svc, topic, events).await;
-    }
-    let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
-    let log = svc.log.clone();
-    let t = topic.clone();
-    let res = tokio::task::spawn_blocking(move || log.append(&t, events, |_| {})).await;
-    match res {
-        Ok(Ok(placed)) => {
-            let events: Vec<Value> = placed
-                .iter()
-                .zip(ids)
-                .map(|((p, o), id)| {
-                    let id = if id.is_empty() {
-                        format!("{topic}/{p}/{o}")
-                    } else {
-                        id
-                    };
-                    json!({ "id": id, "partition": p, "offset": o })
-                })
-                .collect();
-            Json(json!({ "accepted": events.len(), "events": events })).into_response()
-        }
-        Ok(Err(e)) => topic_error(e),
-        Err(e) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            json!({ "error": e.to_string() }),
-        ),
-    }
-}
-
-/// Ingest on Kafka: publish (binary mode) and answer once every record is
-/// acknowledged. Events without an id get `<topic>/<partition>/<offset>` when read.
-async fn produce_kafka(
-    svc: Arc<Service>,
-    topic: String,
-    mut events: Vec<sluice_wire::OwnedEvent>,
-) -> Response {
-    for e in &mut events {
-        e.topic.clone_from(&topic);
-        if e.time.is_none() {
-            e.time = Some(crate::source::now_rfc3339());
-        }
-    }
-    let n = events.len();
-    let res = tokio::task::spawn_blocking(move || match &svc.kafka_producer {
-        Some(p) => p.publish(&events),
-        None => Err("no Kafka producer".to_string()),
-    })
-    .await;
-    match res {
-        Ok(Ok(())) => Json(json!({ "accepted": n })).into_response(),
-        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, json!({ "error": e })),
-        Err(e) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            json!({ "error": e.to_string() }),
-        ),
-    }
+    blocking(
+        move || {
+            let events = svc.topics().produce(&topic, events)?;
+            Ok(Accepted {
+                accepted: events.len(),
+                events,
+            })
+        },
+        topic_error,
+    )
+    .await
 }
 
 async fn topics(State(svc): State<Arc<Service>>) -> Response {
-    if let Some(k) = svc.kafka.clone() {
-        let res = tokio::task::spawn_blocking(move || -> Result<Vec<Value>, String> {
-            let mut list = Vec::new();
-            for (name, n) in k.topics()? {
-                let parts: Vec<Value> = (0..n)
-                    .map(|p| {
-                        let (_, (first, end)) =
-                            k.read(&name, p, 0, 0, Duration::ZERO).unwrap_or_default();
-                        json!({ "partition": p, "first": first, "end": end })
-                    })
-                    .collect();
-                list.push(json!({ "name": name, "partitions": parts }));
-            }
-            Ok(list)
-        })
-        .await;
-        return match res {
-            Ok(Ok(list)) => Json(list).into_response(),
-            Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, json!({ "error": e })),
-            Err(e) => error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                json!({ "error": e.to_string() }),
-            ),
-        };
-    }
-    let list: Vec<Value> = svc
-        .log
-        .topics()
-        .into_iter()
-        .map(|(name, n)| {
-            let parts: Vec<Value> = (0..n)
-                .map(|p| {
-                    let (first, next) = svc.log.bounds(&name, p).unwrap_or((0, 0));
-                    json!({ "partition": p, "first": first, "end": next })
-                })
-                .collect();
-            json!({ "name": name, "partitions": parts })
-        })
-        .collect();
-    Json(list).into_response()
+    blocking(move || svc.topics().list(), topic_error).await
 }
 
 #[derive(Deserialize)]
@@ -252,129 +202,90 @@ fn default_limit() -> usize {
     100
 }
 
+/// A page of a partition as the API shows it.
+#[derive(Serialize)]
+struct Events {
+    events: Vec<Value>,
+    /// The offset to read from next.
+    next: u64,
+    end: u64,
+}
+
 async fn read(
     State(svc): State<Arc<Service>>,
     Path((topic, partition)): Path<(String, u32)>,
     Query(q): Query<ReadQuery>,
 ) -> Response {
-    if let Some(k) = svc.kafka.clone() {
-        let limit = q.limit.clamp(1, 10_000);
-        let wait = Duration::from_millis(q.wait_ms.min(30_000));
-        let res =
-            tokio::task::spawn_blocking(move || k.read(&topic, partition, q.from, limit, wait))
-                .await;
-        return match res {
-            Ok(Ok((records, (first, end)))) => {
-                let next = records.last().map(|r| r.offset + 1).unwrap_or(q.from);
-                let events: Vec<Value> = records
-                    .iter()
-                    .filter_map(|r| match &r.invalid {
-                        None => json::event_json(&r.frame).ok(),
-                        Some(why) => Some(json!({ "offset": r.offset, "invalid": why })),
-                    })
-                    .collect();
-                Json(json!({ "events": events, "next": next.max(first), "end": end }))
-                    .into_response()
-            }
-            Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, json!({ "error": e })),
-            Err(e) => error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                json!({ "error": e.to_string() }),
-            ),
-        };
-    }
-    let Some(n) = svc.log.partitions(&topic) else {
-        return topic_error(TopicError::Unknown(topic));
-    };
-    if partition >= n {
-        return error(
-            StatusCode::NOT_FOUND,
-            json!({ "error": format!("topic `{topic}` has {n} partitions; there is no partition {partition}") }),
-        );
-    }
     let limit = q.limit.clamp(1, 10_000);
-    let mut rx = svc.log.subscribe();
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(q.wait_ms.min(30_000));
-    loop {
-        let records = match svc.log.read(&topic, partition, q.from, limit) {
-            Ok(r) => r,
-            Err(e) => return topic_error(e),
-        };
-        if !records.is_empty() || tokio::time::Instant::now() >= deadline {
-            let next = records.last().map(|r| r.offset + 1).unwrap_or(q.from);
-            let (first, end) = svc.log.bounds(&topic, partition).unwrap_or((0, 0));
-            let events: Vec<Value> = records
-                .iter()
-                .filter_map(|r| json::event_json(&r.frame).ok())
-                .collect();
-            return Json(json!({ "events": events, "next": next.max(first), "end": end }))
-                .into_response();
+    let wait = Duration::from_millis(q.wait_ms.min(30_000));
+    let read = move || {
+        let topics = svc.topics();
+        match topics.partitions(&topic)? {
+            None => return Err(TopicError::Unknown(topic)),
+            Some(have) if partition >= have => {
+                return Err(TopicError::NoPartition {
+                    topic,
+                    partition,
+                    have,
+                });
+            }
+            Some(_) => {}
         }
-        let _ = tokio::time::timeout_at(deadline, rx.changed()).await;
-    }
+        let page = topics.read(&topic, partition, q.from, limit, wait)?;
+        let next = page.records.last().map(|r| r.offset + 1).unwrap_or(q.from);
+        let events = page
+            .records
+            .iter()
+            .filter_map(|r| match &r.invalid {
+                None => json::event_json(&r.frame).ok(),
+                Some(why) => Some(json!({ "offset": r.offset, "invalid": why })),
+            })
+            .collect();
+        Ok(Events {
+            events,
+            next: next.max(page.first),
+            end: page.end,
+        })
+    };
+    blocking(read, |e| match e {
+        // A partition that does not exist is not found, not a bad request.
+        e @ TopicError::NoPartition { .. } => {
+            error(StatusCode::NOT_FOUND, json!({ "error": e.to_string() }))
+        }
+        e => topic_error(e),
+    })
+    .await
 }
 
 async fn status(State(svc): State<Arc<Service>>) -> Response {
-    let s = svc.clone();
-    let res = tokio::task::spawn_blocking(move || {
-        let outbox = s.store.outbox_len().unwrap_or(u64::MAX);
-        let lag = s.lag();
-        let budget = s.runtime.memory_budget();
-        let (ready, _) = s.readiness();
-        json!({
-            "ready": ready,
-            "outbox_pending": outbox,
-            "outbox_at_start": s.outbox_at_start,
-            "lag": lag,
-            "idle": ready && outbox == 0 && lag == 0,
-            "wasm_memory": { "used": budget.used(), "budget": s.config.pipeline.memory_budget },
-            "kafka": s.kafka.as_ref().map(|k| k.health.report()),
-        })
-    })
-    .await;
-    match res {
-        Ok(v) => Json(v).into_response(),
-        Err(e) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            json!({ "error": e.to_string() }),
-        ),
-    }
+    blocking(move || Ok(svc.status()), |e: Infallible| match e {}).await
 }
 
 async fn modules(State(svc): State<Arc<Service>>) -> Response {
-    let s = svc.clone();
-    match tokio::task::spawn_blocking(move || s.modules()).await {
-        Ok(m) => Json(m).into_response(),
-        Err(e) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            json!({ "error": e.to_string() }),
-        ),
-    }
+    blocking(
+        move || Ok(svc.lifecycle().modules()),
+        |e: Infallible| match e {},
+    )
+    .await
 }
 
 /// Run `f` with the module's `(dlq topic, replay topic)` off the reactor.
-async fn with_dlq<F>(svc: Arc<Service>, name: String, f: F) -> Response
+async fn with_dlq<T, F>(svc: Arc<Service>, name: String, f: F) -> Response
 where
-    F: FnOnce(&Service, &str, &str) -> Result<Value, TopicError> + Send + 'static,
+    T: Serialize + Send + 'static,
+    F: FnOnce(&Service, &str, &str) -> Result<T, TopicError> + Send + 'static,
 {
-    let topics = match svc.dlq_topics(&name) {
+    let (dlq_topic, replay_topic) = match svc.lifecycle().dlq_topics(&name) {
         Ok(t) => t,
         Err(e) => return error(StatusCode::NOT_FOUND, json!({ "error": e })),
     };
-    match tokio::task::spawn_blocking(move || f(&svc, &topics.0, &topics.1)).await {
-        Ok(Ok(v)) => Json(v).into_response(),
-        Ok(Err(e)) => topic_error(e),
-        Err(e) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            json!({ "error": e.to_string() }),
-        ),
-    }
+    blocking(move || f(&svc, &dlq_topic, &replay_topic), topic_error).await
 }
 
 async fn dlq_summary(State(svc): State<Arc<Service>>, Path(name): Path<String>) -> Response {
     let module = name.clone();
     with_dlq(svc, name, move |svc, dlq_topic, _| {
-        Ok(json!(crate::dlq::summary(&svc.log, &module, dlq_topic)?))
+        crate::dlq::summary(svc.topics(), &module, dlq_topic)
     })
     .await
 }
@@ -397,7 +308,7 @@ async fn dlq_events(
 ) -> Response {
     with_dlq(svc, name, move |svc, dlq_topic, _| {
         let ids: Vec<String> = q.id.into_iter().collect();
-        let frames = crate::dlq::select(&svc.log, dlq_topic, &ids)?;
+        let frames = crate::dlq::select(svc.topics(), dlq_topic, &ids)?;
         let total = frames.len();
         let events: Vec<Value> = frames
             .iter()
@@ -438,15 +349,14 @@ async fn dlq_replay(
         );
     }
     with_dlq(svc, name, move |svc, dlq_topic, replay_topic| {
-        let r = crate::dlq::replay(&svc.log, dlq_topic, replay_topic, &req.ids)?;
-        Ok(json!(r))
+        crate::dlq::replay(svc.topics(), dlq_topic, replay_topic, &req.ids)
     })
     .await
 }
 
 async fn dlq_purge(State(svc): State<Arc<Service>>, Path(name): Path<String>) -> Response {
     with_dlq(svc, name, move |svc, dlq_topic, _| {
-        Ok(json!({ "purged": svc.log.truncate(dlq_topic)? }))
+        Ok(json!({ "purged": svc.topics().purge(dlq_topic)? }))
     })
     .await
 }
@@ -468,32 +378,24 @@ async fn state(
     Path(name): Path<String>,
     Query(q): Query<StateQuery>,
 ) -> Response {
-    if !svc.has_module(&name) {
+    if !svc.lifecycle().has_module(&name) {
         return error(
             StatusCode::NOT_FOUND,
             json!({ "error": format!("no module named `{name}`") }),
         );
     }
-    let store = svc.store.clone();
     let limit = q.limit.clamp(1, 1_000_000);
-    let res =
-        tokio::task::spawn_blocking(move || store.dump_state(&name, q.prefix.as_bytes(), limit))
-            .await;
-    match res {
-        Ok(Ok(entries)) => {
-            let v: Vec<Value> = entries
-                .into_iter()
-                .map(|(p, (k, v))| json!({ "partition": p, "key": String::from_utf8_lossy(&k), "value": json::bytes_value(&v) }))
-                .collect();
-            Json(v).into_response()
-        }
-        Ok(Err(e)) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            json!({ "error": e.to_string() }),
-        ),
-        Err(e) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            json!({ "error": e.to_string() }),
-        ),
-    }
+    blocking(
+        move || {
+            let entries = svc.store().dump_state(&name, q.prefix.as_bytes(), limit)?;
+            Ok::<Vec<Value>, crate::state::StoreError>(
+                entries
+                    .into_iter()
+                    .map(|(p, (k, v))| json!({ "partition": p, "key": String::from_utf8_lossy(&k), "value": json::bytes_value(&v) }))
+                    .collect(),
+            )
+        },
+        internal,
+    )
+    .await
 }

@@ -645,10 +645,10 @@ fn modules(addr: &str, json: bool) -> anyhow::Result<()> {
             .iter()
             .map(|p| format!("{}/{}: {} ({})", p.topic, p.partition, p.cursor, p.lag))
             .collect();
-        let status = if m.status.len() > 10 {
-            &m.status[..10]
-        } else {
-            &m.status
+        let status = m.status.to_string();
+        let status = match status.char_indices().nth(10) {
+            Some((cut, _)) => &status[..cut],
+            None => &status,
         };
         println!(
             "{:<16} {:<10} {:<10} {:>10} {:>12} {:>8}  {}",
@@ -666,8 +666,8 @@ fn modules(addr: &str, json: bool) -> anyhow::Result<()> {
             lag,
             cursors.join(", ")
         );
-        if m.status.starts_with("failed") {
-            println!("  {}", m.status);
+        if let crate::pipeline::ModuleStatus::Failed(why) = &m.status {
+            println!("  failed: {why}");
         }
     }
     Ok(())

@@ -9,9 +9,17 @@
 //! the host runs what the registry says; the modules directory only adds
 //! revisions it has not seen (see [`watch`]).
 //!
-//! The lifecycle operations themselves (swap between two events, rollback,
-//! rewind) are in `Service`, which owns the running pipelines.
+//! | file | what |
+//! |---|---|
+//! | `mod.rs` | the registry and the component store |
+//! | `lifecycle.rs` | the operations: deploy, upgrade, rollback, pause, resume, undeploy, rewind |
+//! | `modules.rs` | the modules a host has, one slot each, and the one place pipelines start |
+//! | `status.rs` | typed status views of modules and the host |
+//! | `watch.rs` | the watched modules directory |
 
+pub mod lifecycle;
+mod modules;
+pub mod status;
 pub mod watch;
 
 use std::path::{Path, PathBuf};
@@ -220,17 +228,6 @@ impl ComponentStore {
     pub fn read(&self, hash: &str) -> std::io::Result<Vec<u8>> {
         std::fs::read(self.path(hash))
     }
-
-    /// How many components are stored (for tests and status).
-    pub fn count(&self) -> usize {
-        std::fs::read_dir(&self.dir)
-            .map(|d| {
-                d.filter_map(Result::ok)
-                    .filter(|e| e.path().extension().is_some_and(|x| x == "wasm"))
-                    .count()
-            })
-            .unwrap_or(0)
-    }
 }
 
 #[cfg(test)]
@@ -277,6 +274,7 @@ mod tests {
         s.put("abc", b"one").unwrap();
         s.put("abc", b"one").unwrap();
         assert_eq!(s.read("abc").unwrap(), b"one");
-        assert_eq!(s.count(), 1);
+        let files = std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(files, 1, "one file, no temporary left behind");
     }
 }

@@ -12,7 +12,14 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use super::lifecycle::{DeployRequest, Lifecycle};
+use super::modules::Slot;
+use crate::runtime::component_hash;
+use crate::util::StoppableThread;
 
 /// What identifies one state of a module directory.
 type Fingerprint = Vec<(u64, Option<SystemTime>)>;
@@ -104,6 +111,106 @@ impl DirScanner {
             out.push(Candidate { dir, content });
         }
         Ok(out)
+    }
+}
+
+impl Lifecycle {
+    /// A module directory found by the scanner: deploy it unless this exact
+    /// content was deployed before (so a restart, or a rollback, is not undone
+    /// by the files still lying there). A refusal is logged and shown on the
+    /// module (or as a failed module).
+    pub(crate) fn deploy_candidate(&self, c: Candidate) {
+        let (manifest, component) = match c.content {
+            Ok(content) => content,
+            Err(e) => return self.note_refused(None, &c.dir, &e),
+        };
+        let name = toml::from_str::<toml::Table>(&manifest)
+            .ok()
+            .and_then(|t| t.get("name")?.as_str().map(str::to_owned));
+        if let Some(n) = &name
+            && let Ok(Some(rec)) = self.registry.get(n)
+            && rec.has_content(&component_hash(&component), &manifest)
+        {
+            return;
+        }
+        let res = self.deploy(DeployRequest {
+            manifest,
+            component,
+            source: format!("dir {}", c.dir.display()),
+            start: None,
+        });
+        match res {
+            Ok(o) => {
+                tracing::info!(module = %o.module, action = o.action, version = %o.version, dir = %c.dir.display(), "modules directory");
+                // An earlier refusal of this directory is over.
+                self.modules
+                    .forget_failed_from(&c.dir.display().to_string());
+            }
+            Err(e) => self.note_refused(name.as_deref(), &c.dir, &e.to_string()),
+        }
+    }
+
+    /// Record why a deploy from `dir` was refused: on the running module if
+    /// there is one, else as a failed module (named by the manifest, or by the
+    /// directory when the manifest has no readable name).
+    fn note_refused(&self, name: Option<&str>, dir: &Path, error: &str) {
+        tracing::error!(dir = %dir.display(), error, "module directory not deployed");
+        let name = name.map(str::to_owned).unwrap_or_else(|| {
+            dir.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        });
+        if !self.modules.note_error(&name, error) {
+            let failed = Slot::Failed {
+                dir: dir.display().to_string(),
+                error: error.to_string(),
+            };
+            self.modules.put(&name, failed);
+        }
+    }
+}
+
+/// Deploy what is new in `dir` now, then (with `interval`) go on scanning it
+/// on a thread of its own until that thread is stopped.
+pub(crate) fn load_and_watch(
+    lifecycle: &Arc<Lifecycle>,
+    dir: PathBuf,
+    interval: Option<Duration>,
+) -> Option<StoppableThread> {
+    let mut scanner = DirScanner::default();
+    match scanner.scan(&dir, true) {
+        Ok(found) => found
+            .into_iter()
+            .for_each(|c| lifecycle.deploy_candidate(c)),
+        Err(e) => tracing::error!(error = %e, "modules directory not loaded"),
+    }
+    let interval = interval?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let weak = Arc::downgrade(lifecycle);
+    let s = stop.clone();
+    let thread = StoppableThread::spawn("sluice-watch".into(), stop, move || {
+        while !s.load(Ordering::Relaxed) {
+            let deadline = Instant::now() + interval;
+            while Instant::now() < deadline && !s.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(50).min(interval));
+            }
+            let Some(lifecycle) = weak.upgrade() else {
+                return;
+            };
+            match scanner.scan(&dir, false) {
+                Ok(found) => found
+                    .into_iter()
+                    .for_each(|c| lifecycle.deploy_candidate(c)),
+                Err(e) => tracing::warn!(error = %e, "cannot scan the modules directory"),
+            }
+        }
+    });
+    match thread {
+        Ok(t) => Some(t),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the modules-directory watcher");
+            None
+        }
     }
 }
 

@@ -13,8 +13,10 @@
 //! | `sluice.dlq.topic`, `.partition`, `.offset`, `.timestamp` | where the original was read |
 //! | `sluice.dlq.first-failure`, `sluice.dlq.last-failure` | Unix milliseconds |
 //!
-//! It is committed through the outbox in the same batch that moves the cursor
-//! past the event, so a dead letter is neither lost nor written twice.
+//! It is committed in the same batch that moves the cursor past the event
+//! (appended to the topic on the embedded log, written to the outbox on
+//! Kafka), so a dead letter is never lost; on the log it is never written
+//! twice either.
 //!
 //! **Replay** copies dead letters to the module's replay topic
 //! (`<module>.replay`, partitioned like its input), each into the partition its
@@ -31,7 +33,8 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 use sluice_wire::{EventRef, OwnedEvent};
 
-use crate::source::{EventLog, TopicError};
+use crate::pipeline::FailureClass;
+use crate::source::{TopicError, Topics};
 
 /// Header name prefix.
 pub const PREFIX: &str = "sluice.dlq.";
@@ -40,7 +43,7 @@ pub const PREFIX: &str = "sluice.dlq.";
 pub struct DeadLetter<'a> {
     pub module: &'a str,
     pub version: &'a str,
-    pub class: &'a str,
+    pub class: FailureClass,
     pub message: &'a str,
     pub attempts: u32,
     pub first_failure_ms: u64,
@@ -62,7 +65,7 @@ impl DeadLetter<'_> {
         for (k, v) in [
             ("module", self.module.to_string()),
             ("module-version", self.version.to_string()),
-            ("class", self.class.to_string()),
+            ("class", self.class.as_str().to_string()),
             ("message", msg),
             ("attempts", self.attempts.to_string()),
             ("topic", ev.topic.to_string()),
@@ -105,40 +108,39 @@ fn header<'a>(ev: &'a EventRef<'_>, name: &str) -> Option<&'a str> {
 
 /// Call `f` with every dead letter in `topic` (partition by partition, oldest first).
 pub fn scan(
-    log: &EventLog,
+    topics: &dyn Topics,
     topic: &str,
     mut f: impl FnMut(&[u8], &EventRef<'_>),
 ) -> Result<(), TopicError> {
-    let n = log
-        .partitions(topic)
+    let n = topics
+        .partitions(topic)?
         .ok_or_else(|| TopicError::Unknown(topic.into()))?;
     for p in 0..n {
-        let (mut from, end) = log.bounds(topic, p).unwrap_or((0, 0));
+        let (mut from, end) = topics.bounds(topic, p)?;
         while from < end {
-            let mut last = from;
-            log.read_with(topic, p, from, 1024, |off, frame| {
-                last = off + 1;
-                if let Ok(ev) = EventRef::decode(frame) {
-                    f(frame, &ev);
-                }
-            })?;
-            if last == from {
+            let page = topics.read(topic, p, from, 1024, std::time::Duration::ZERO)?;
+            let Some(last) = page.records.last() else {
                 break;
+            };
+            from = last.offset + 1;
+            for r in &page.records {
+                if let Ok(ev) = EventRef::decode(&r.frame) {
+                    f(&r.frame, &ev);
+                }
             }
-            from = last;
         }
     }
     Ok(())
 }
 
 /// Count, age and classes of `module`'s dead letters.
-pub fn summary(log: &EventLog, module: &str, topic: &str) -> Result<Summary, TopicError> {
+pub fn summary(topics: &dyn Topics, module: &str, topic: &str) -> Result<Summary, TopicError> {
     let mut s = Summary {
         module: module.into(),
         topic: topic.into(),
         ..Default::default()
     };
-    scan(log, topic, |_, ev| {
+    scan(topics, topic, |_, ev| {
         s.count += 1;
         let class = header(ev, "sluice.dlq.class").unwrap_or("unknown");
         *s.by_class.entry(class.into()).or_default() += 1;
@@ -151,9 +153,13 @@ pub fn summary(log: &EventLog, module: &str, topic: &str) -> Result<Summary, Top
 }
 
 /// The stored frames of the dead letters whose id is in `ids` (all if empty).
-pub fn select(log: &EventLog, topic: &str, ids: &[String]) -> Result<Vec<Vec<u8>>, TopicError> {
+pub fn select(
+    topics: &dyn Topics,
+    topic: &str,
+    ids: &[String],
+) -> Result<Vec<Vec<u8>>, TopicError> {
     let mut out = Vec::new();
-    scan(log, topic, |frame, ev| {
+    scan(topics, topic, |frame, ev| {
         if ids.is_empty() || ids.iter().any(|i| i == ev.id) {
             out.push(frame.to_vec());
         }
@@ -196,7 +202,7 @@ pub struct Replayed {
 /// Copy the dead letters with `ids` (all if empty) to `replay_topic`. When
 /// an event was dead-lettered more than once, its latest dead letter is used.
 pub fn replay(
-    log: &EventLog,
+    topics: &dyn Topics,
     dlq_topic: &str,
     replay_topic: &str,
     ids: &[String],
@@ -204,7 +210,7 @@ pub fn replay(
     let mut latest: HashMap<(String, String), (u64, OwnedEvent)> = HashMap::new();
     let mut order = Vec::new();
     let mut out = Replayed::default();
-    scan(log, dlq_topic, |_, ev| {
+    scan(topics, dlq_topic, |_, ev| {
         if !ids.is_empty() && !ids.iter().any(|i| i == ev.id) {
             return;
         }
@@ -239,7 +245,7 @@ pub fn replay(
     out.ids = events.iter().map(|e| e.id.clone()).collect();
     out.replayed = events.len() as u64;
     if !events.is_empty() {
-        log.append_to_own_partitions(replay_topic, events)?;
+        topics.produce_to_partitions(replay_topic, events)?;
     }
     Ok(out)
 }
@@ -259,9 +265,11 @@ pub fn restore_origin(frame: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::TrapKind;
+    use crate::source::log::EventLog;
     use std::sync::Arc;
 
-    fn dead(id: &str, class: &str, partition: u32, failed_at: u64) -> OwnedEvent {
+    fn dead(id: &str, class: FailureClass, partition: u32, failed_at: u64) -> OwnedEvent {
         let original = OwnedEvent {
             id: id.into(),
             source: "/s".into(),
@@ -295,20 +303,26 @@ mod tests {
         log.ensure_topic("m.dlq", Some(1)).unwrap();
         log.ensure_topic("m.replay", Some(3)).unwrap();
         let letters = vec![
-            dead("a", "reject", 2, 10),
-            dead("b", "undecodable", 0, 11),
-            dead("a", "retry", 2, 30),
-            dead("c", "panic", 1, 20),
+            dead("a", FailureClass::Reject, 2, 10),
+            dead("b", FailureClass::Undecodable, 0, 11),
+            dead("a", FailureClass::Retry, 2, 30),
+            dead("c", FailureClass::Trap(TrapKind::Panic), 1, 20),
         ];
-        log.append("m.dlq", letters, |_| {}).unwrap();
+        log.append("m.dlq", letters).unwrap();
 
-        let s = summary(&log, "m", "m.dlq").unwrap();
+        let s = summary(log.as_ref(), "m", "m.dlq").unwrap();
         assert_eq!(s.count, 4);
         assert_eq!((s.oldest_ms, s.newest_ms), (Some(10), Some(30)));
         assert_eq!(s.by_class["reject"], 1);
         assert_eq!(s.by_class["undecodable"], 1);
 
-        let r = replay(&log, "m.dlq", "m.replay", &["a".into(), "zz".into()]).unwrap();
+        let r = replay(
+            log.as_ref(),
+            "m.dlq",
+            "m.replay",
+            &["a".into(), "zz".into()],
+        )
+        .unwrap();
         assert_eq!(
             r.ids,
             vec!["a".to_string()],
@@ -327,14 +341,14 @@ mod tests {
             ("orders", 7, 2)
         );
 
-        let all = replay(&log, "m.dlq", "m.replay", &[]).unwrap();
+        let all = replay(log.as_ref(), "m.dlq", "m.replay", &[]).unwrap();
         assert_eq!(all.replayed, 2, "a and c; b is undecodable");
         assert_eq!(all.skipped.len(), 1);
 
         assert_eq!(log.truncate("m.dlq").unwrap(), 4);
-        assert_eq!(summary(&log, "m", "m.dlq").unwrap().count, 0);
+        assert_eq!(summary(log.as_ref(), "m", "m.dlq").unwrap().count, 0);
         let more = log
-            .append("m.dlq", vec![dead("d", "reject", 0, 40)], |_| {})
+            .append("m.dlq", vec![dead("d", FailureClass::Reject, 0, 40)])
             .unwrap();
         assert_eq!(more[0].1, 4, "offsets are not reused after a purge");
     }

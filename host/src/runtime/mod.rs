@@ -12,6 +12,7 @@
 
 mod cache;
 mod host;
+mod limits;
 mod stdio;
 
 use std::path::Path;
@@ -28,6 +29,9 @@ use sluice_wire::EventRef;
 
 pub use cache::{CacheStats, component_hash};
 pub use host::ModuleCtx;
+pub use limits::MemoryBudget;
+
+use limits::MemoryLimiter;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -189,93 +193,6 @@ impl WasiView for HostState {
             ctx: &mut self.wasi,
             table: &mut self.table,
         }
-    }
-}
-
-/// Linear memory every instance of a host holds together, against a cap.
-#[derive(Debug)]
-pub struct MemoryBudget {
-    max: usize,
-    used: std::sync::atomic::AtomicUsize,
-}
-
-impl MemoryBudget {
-    /// A budget of `max` bytes.
-    pub fn new(max: u64) -> MemoryBudget {
-        MemoryBudget {
-            max: usize::try_from(max).unwrap_or(usize::MAX),
-            used: Default::default(),
-        }
-    }
-
-    /// Bytes held by live instances now.
-    pub fn used(&self) -> usize {
-        self.used.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// Take `n` bytes if they fit.
-    fn take(&self, n: usize) -> bool {
-        use std::sync::atomic::Ordering::Relaxed;
-        self.used
-            .fetch_update(Relaxed, Relaxed, |u| {
-                u.checked_add(n).filter(|t| *t <= self.max)
-            })
-            .is_ok()
-    }
-
-    fn give_back(&self, n: usize) {
-        self.used.fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-/// One store's memory limits: its module's own cap, and its share of the
-/// host-wide budget (returned when the store is dropped).
-struct MemoryLimiter {
-    max: usize,
-    hit: bool,
-    budget: Arc<MemoryBudget>,
-    held: usize,
-}
-
-impl Drop for MemoryLimiter {
-    fn drop(&mut self) {
-        self.budget.give_back(self.held);
-    }
-}
-
-impl wasmtime::ResourceLimiter for MemoryLimiter {
-    fn memory_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        if desired > self.max {
-            self.hit = true;
-            wasmtime::bail!(
-                "memory limit: {desired} bytes requested, limit is {} (limits.memory)",
-                self.max
-            );
-        }
-        let more = desired.saturating_sub(current);
-        if !self.budget.take(more) {
-            self.hit = true;
-            wasmtime::bail!(
-                "host memory budget: {more} more bytes requested, {} of {} in use by all modules ([pipeline] memory-budget)",
-                self.budget.used(),
-                self.budget.max
-            );
-        }
-        self.held += more;
-        Ok(true)
-    }
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        Ok(desired <= 1_000_000)
     }
 }
 

@@ -1,31 +1,32 @@
-//! Publishing committed outputs to Kafka: the idempotent producer
-//! (`enable.idempotence=true`, `acks=all`), CloudEvents binary mode (`ce_*`
-//! headers), keys and trace headers carried. The relay deletes outbox entries
-//! only after every record of a page has its delivery report, so a crash
-//! re-publishes at most that page; output ids are deterministic, so a
-//! consumer that deduplicates by id sees each output once.
+//! Publishing to Kafka: the idempotent producer (`enable.idempotence=true`,
+//! `acks=all`), CloudEvents binary mode (`source/binding.rs`), keys and trace
+//! headers carried. The outbox relay delivers through it, and so does the
+//! HTTP API's produce on a Kafka host.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use sluice_wire::OwnedEvent;
 
-use crate::source::kafka::{Kafka, encode};
+use super::Deliver;
+use crate::source::binding::encode;
+use crate::source::kafka::BrokerHealth;
 
-/// A producer for the relay.
-pub struct KafkaSink {
+/// An idempotent producer.
+pub struct Producer {
     producer: FutureProducer,
     /// Waits for delivery reports (built once, not per page).
     waiter: tokio::runtime::Runtime,
-    health: std::sync::Arc<crate::source::kafka::Health>,
+    health: Arc<BrokerHealth>,
 }
 
-impl KafkaSink {
-    /// An idempotent producer with the host's `[kafka]` properties.
-    pub fn new(kafka: &Kafka) -> Result<KafkaSink, String> {
-        let mut cfg = kafka.producer_config();
+impl Producer {
+    /// An idempotent producer with `cfg` (the host's `[kafka]` properties).
+    pub fn new(mut cfg: ClientConfig, health: Arc<BrokerHealth>) -> Result<Producer, String> {
         cfg.set("enable.idempotence", "true").set("acks", "all");
         if cfg.get("partitioner").is_none() {
             // Java clients' partitioner (and the embedded log's): a key lands
@@ -44,24 +45,34 @@ impl KafkaSink {
             .enable_time()
             .build()
             .map_err(|e| format!("cannot start a runtime for delivery reports: {e}"))?;
-        Ok(KafkaSink {
+        Ok(Producer {
             producer,
             waiter,
-            health: kafka.health.clone(),
+            health,
         })
     }
 
-    /// Publish `events` (in order) and wait for every delivery report.
-    pub fn publish(&self, events: &[OwnedEvent]) -> Result<(), String> {
-        let r = self.publish_inner(events);
+    /// Publish `events` (in order) to their topics and wait for every
+    /// delivery report; with `own_partitions`, each to the partition it
+    /// names. Returns `(partition, offset)` per event.
+    pub fn publish(
+        &self,
+        events: &[OwnedEvent],
+        own_partitions: bool,
+    ) -> Result<Vec<(u32, u64)>, String> {
+        let r = self.publish_inner(events, own_partitions);
         match &r {
-            Ok(()) => self.health.ok(),
+            Ok(_) => self.health.ok(),
             Err(e) => self.health.error(e),
         }
         r
     }
 
-    fn publish_inner(&self, events: &[OwnedEvent]) -> Result<(), String> {
+    fn publish_inner(
+        &self,
+        events: &[OwnedEvent],
+        own_partitions: bool,
+    ) -> Result<Vec<(u32, u64)>, String> {
         let mut pending = Vec::with_capacity(events.len());
         for ev in events {
             let (key, value, headers) = encode(&ev.as_ref());
@@ -75,6 +86,9 @@ impl KafkaSink {
             let mut record = FutureRecord::to(&ev.topic).payload(&value).headers(h);
             if let Some(k) = &key {
                 record = record.key(k);
+            }
+            if own_partitions {
+                record = record.partition(ev.partition as i32);
             }
             loop {
                 match self.producer.send_result(record) {
@@ -91,9 +105,10 @@ impl KafkaSink {
             }
         }
         self.waiter.block_on(async {
+            let mut placed = Vec::with_capacity(pending.len());
             for f in pending {
                 match f.await {
-                    Ok(Ok(_)) => {}
+                    Ok(Ok(d)) => placed.push((d.partition.max(0) as u32, d.offset.max(0) as u64)),
                     Ok(Err((e, m))) => {
                         return Err(format!(
                             "delivery to `{}` failed: {e}",
@@ -103,12 +118,17 @@ impl KafkaSink {
                     Err(_) => return Err("the producer was dropped".to_string()),
                 }
             }
-            Ok(())
+            Ok(placed)
         })
     }
+}
 
-    /// Wait for what is in flight (at shutdown).
-    pub fn flush(&self) {
+impl Deliver for Producer {
+    fn deliver(&self, events: &[OwnedEvent]) -> Result<(), String> {
+        self.publish(events, false).map(|_| ())
+    }
+
+    fn flush(&self) {
         let _ = self.producer.flush(Duration::from_secs(10));
     }
 }

@@ -1,26 +1,23 @@
-//! The outbox relay thread: outbox entries, in commit order, to the
-//! embedded log (append and delete in one `WriteBatch`: exactly once) or to
-//! Kafka (delete after the delivery reports: at least once, deterministic ids).
+//! The outbox relay thread: outbox entries, in commit order, to where
+//! outputs go ([`Deliver`]), deleted after delivery: at least once, with
+//! deterministic ids.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use sluice_wire::EventRef;
+use sluice_wire::{EventRef, OwnedEvent};
 
-use super::kafka::KafkaSink;
-use crate::source::EventLog;
 use crate::state::{CF_OUTBOX, Store};
+use crate::util::{Signal, StoppableThread};
 
 /// Where the relay publishes.
-pub enum Publisher {
-    /// The embedded log.
-    Log(Arc<EventLog>),
-    /// A Kafka cluster.
-    Kafka(KafkaSink),
+pub trait Deliver: Send {
+    /// Publish `events` in order; `Ok` once every one is acknowledged.
+    fn deliver(&self, events: &[OwnedEvent]) -> Result<(), String>;
+    /// Wait for what is in flight (at shutdown).
+    fn flush(&self);
 }
-use crate::util::{Signal, StoppableThread};
 
 /// Publishes committed outputs from the outbox.
 pub struct Relay {
@@ -31,7 +28,7 @@ impl Relay {
     /// Start the relay thread.
     pub fn start(
         store: Arc<Store>,
-        publisher: Publisher,
+        to: Box<dyn Deliver>,
         signal: Arc<Signal>,
     ) -> std::io::Result<Relay> {
         let stop = Arc::new(AtomicBool::new(false));
@@ -41,12 +38,10 @@ impl Relay {
             let mut next = 0;
             loop {
                 let seen = signal.seen();
-                match relay_once(&store, &publisher, &mut next, 2048) {
+                match relay_once(&store, to.as_ref(), &mut next, 2048) {
                     Ok(0) => {
                         if s.load(Ordering::Relaxed) {
-                            if let Publisher::Kafka(k) = &publisher {
-                                k.flush();
-                            }
+                            to.flush();
                             return;
                         }
                         signal.wait(seen, Duration::from_millis(100));
@@ -74,9 +69,9 @@ impl Relay {
 
 /// Publish up to `max` outbox entries from sequence `next` on, and move `next`
 /// past them. Returns how many.
-pub fn relay_once(
+fn relay_once(
     store: &Store,
-    publisher: &Publisher,
+    to: &dyn Deliver,
     next: &mut u64,
     max: usize,
 ) -> Result<usize, String> {
@@ -84,41 +79,21 @@ pub fn relay_once(
     if page.is_empty() {
         return Ok(0);
     }
-    let mut by_topic: BTreeMap<String, Vec<sluice_wire::OwnedEvent>> = BTreeMap::new();
-    let mut seqs = Vec::with_capacity(page.len());
+    let mut events = Vec::with_capacity(page.len());
+    let mut wb = rocksdb::WriteBatch::default();
+    let cf = store.cf(CF_OUTBOX);
     for (seq, module, frame) in &page {
-        seqs.push(*seq);
+        wb.delete_cf(cf, seq.to_be_bytes());
         match EventRef::decode(frame) {
-            Ok(ev) => by_topic
-                .entry(ev.topic.to_string())
-                .or_default()
-                .push(ev.to_owned_event()),
+            Ok(ev) => events.push(ev.to_owned_event()),
             Err(e) => {
                 tracing::error!(module, seq, error = %e, "dropping an undecodable outbox entry")
             }
         }
     }
+    to.deliver(&events)?;
+    store.write(wb).map_err(|e| e.to_string())?;
     let n = page.len();
-    let cf = store.cf(CF_OUTBOX);
-    match publisher {
-        Publisher::Log(log) => {
-            log.append_many(by_topic.into_iter().collect(), |wb| {
-                for s in seqs {
-                    wb.delete_cf(cf, s.to_be_bytes());
-                }
-            })
-            .map_err(|e| e.to_string())?;
-        }
-        Publisher::Kafka(k) => {
-            let events: Vec<_> = by_topic.into_values().flatten().collect();
-            k.publish(&events)?;
-            let mut wb = rocksdb::WriteBatch::default();
-            for s in seqs {
-                wb.delete_cf(cf, s.to_be_bytes());
-            }
-            store.write(wb).map_err(|e| e.to_string())?;
-        }
-    }
     if let Some((last, _, _)) = page.last() {
         *next = last + 1;
         store.set_relay_next(*next);

@@ -18,7 +18,10 @@
 //!
 //! Module and topic names cannot contain `\0` (see `config::manifest::valid_name`).
 
+mod commit;
 pub mod txn;
+
+pub use commit::Commit;
 
 use rocksdb::{
     BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options,
@@ -81,7 +84,7 @@ pub struct Store {
 pub type Entry = (Vec<u8>, Vec<u8>);
 
 /// Size of one module's state.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
 pub struct StateSize {
     /// Number of keys.
     pub keys: u64,
@@ -359,7 +362,7 @@ impl Store {
 
     /// Remember (or forget) that `module` is quarantined, across restarts.
     pub fn set_quarantined(&self, module: &str, on: bool) -> Result<(), StoreError> {
-        let key = format!("quarantine/{module}");
+        let key = quarantine_key(module);
         if on {
             self.db.put_cf(self.cf(CF_META), key, b"1")?;
         } else {
@@ -372,7 +375,7 @@ impl Store {
     pub fn is_quarantined(&self, module: &str) -> Result<bool, StoreError> {
         Ok(self
             .db
-            .get_cf(self.cf(CF_META), format!("quarantine/{module}"))?
+            .get_cf(self.cf(CF_META), quarantine_key(module))?
             .is_some())
     }
 
@@ -419,7 +422,7 @@ impl Store {
         let mut families = vec![CF_STATE, CF_DEDUP];
         if cursors {
             families.push(CF_CURSOR);
-            batch.delete_cf(self.cf(CF_META), format!("quarantine/{module}"));
+            batch.delete_cf(self.cf(CF_META), quarantine_key(module));
         }
         for cf in families {
             batch.delete_range_cf(self.cf(cf), &from, &to);
@@ -440,6 +443,11 @@ pub(crate) fn be_u64(b: &[u8]) -> u64 {
     let n = b.len().min(8);
     a[..n].copy_from_slice(&b[..n]);
     u64::from_be_bytes(a)
+}
+
+/// Key (in `meta`) of a module's quarantine mark.
+fn quarantine_key(module: &str) -> String {
+    format!("quarantine/{module}")
 }
 
 fn module_prefix(module: &str) -> Vec<u8> {
@@ -471,6 +479,27 @@ pub fn dedup_key(module: &str, partition: u32, source: &str, id: &str) -> Vec<u8
     k
 }
 
+/// The deterministic id of the `index`-th event a module emitted for an input.
+pub fn output_id(module: &str, source: &str, id: &str, index: u32) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(module.as_bytes());
+    h.update([0]);
+    h.update(source.as_bytes());
+    h.update([0]);
+    h.update(id.as_bytes());
+    h.update([0]);
+    h.update(index.to_be_bytes());
+    let d = h.finalize();
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(32);
+    for b in &d[..16] {
+        s.push(HEX[(b >> 4) as usize] as char);
+        s.push(HEX[(b & 15) as usize] as char);
+    }
+    s
+}
+
 /// Key of a cursor.
 pub fn cursor_key(module: &str, topic: &str, partition: u32) -> Vec<u8> {
     let mut k = Vec::with_capacity(module.len() + topic.len() + 6);
@@ -480,112 +509,6 @@ pub fn cursor_key(module: &str, topic: &str, partition: u32) -> Vec<u8> {
     k.push(0);
     k.extend_from_slice(&partition.to_be_bytes());
     k
-}
-
-/// Builds the one `WriteBatch` that commits a group of events' effects.
-pub struct Commit<'s> {
-    store: &'s Store,
-    batch: WriteBatch,
-    outbox: Vec<Vec<u8>>,
-    /// Idempotency marks of this commit by expiry, for one index entry each.
-    marks: Vec<(u64, Vec<u8>)>,
-}
-
-impl<'s> Commit<'s> {
-    /// An empty commit.
-    pub fn new(store: &'s Store) -> Self {
-        Commit {
-            store,
-            batch: WriteBatch::default(),
-            outbox: Vec::new(),
-            marks: Vec::new(),
-        }
-    }
-    /// Write or delete a state key.
-    pub fn state(&mut self, module: &str, partition: u32, key: &[u8], value: Option<&[u8]>) {
-        let k = state_key(module, partition, key);
-        match value {
-            Some(v) => self.batch.put_cf(self.store.cf(CF_STATE), k, v),
-            None => self.batch.delete_cf(self.store.cf(CF_STATE), k),
-        }
-    }
-    /// Mark an event applied until `expiry_ms`.
-    pub fn mark_applied(&mut self, dedup_key: &[u8], expiry_ms: u64) {
-        self.batch
-            .put_cf(self.store.cf(CF_DEDUP), dedup_key, expiry_ms.to_be_bytes());
-        self.marks.push((expiry_ms, dedup_key.to_vec()));
-    }
-    /// Set a cursor.
-    pub fn cursor(&mut self, module: &str, topic: &str, partition: u32, next: u64) {
-        self.batch.put_cf(
-            self.store.cf(CF_CURSOR),
-            cursor_key(module, topic, partition),
-            next.to_be_bytes(),
-        );
-    }
-    /// Queue an event frame for the relay.
-    pub fn outbox(&mut self, module: &str, frame: &[u8]) {
-        let mut v = Vec::with_capacity(4 + module.len() + frame.len());
-        v.extend_from_slice(&(module.len() as u32).to_be_bytes());
-        v.extend_from_slice(module.as_bytes());
-        v.extend_from_slice(frame);
-        self.outbox.push(v);
-    }
-    /// The finished batch, for a caller that adds more writes (the embedded
-    /// log appends a module's outputs to it). Outbox entries need [`commit`](Self::commit).
-    pub fn into_batch(mut self) -> WriteBatch {
-        debug_assert!(
-            self.outbox.is_empty(),
-            "outbox entries are written by commit()"
-        );
-        self.index_marks();
-        self.batch
-    }
-
-    /// One expiry-index entry per commit (not per event): key `expiry | first
-    /// mark`, value the marks' keys, each `u32 len | key`. The sweep reads it
-    /// back to delete the marks.
-    fn index_marks(&mut self) {
-        let marks = std::mem::take(&mut self.marks);
-        let Some((expiry, first)) = marks.first() else {
-            return;
-        };
-        let mut k = Vec::with_capacity(8 + first.len());
-        k.extend_from_slice(&expiry.to_be_bytes());
-        k.extend_from_slice(first);
-        let mut v = Vec::with_capacity(marks.iter().map(|(_, m)| m.len() + 12).sum());
-        for (e, m) in &marks {
-            v.extend_from_slice(&e.to_be_bytes());
-            v.extend_from_slice(&(m.len() as u32).to_be_bytes());
-            v.extend_from_slice(m);
-        }
-        self.batch.put_cf(self.store.cf(CF_DEDUP_EXP), k, v);
-    }
-
-    /// Write it all, atomically.
-    pub fn commit(mut self) -> Result<(), StoreError> {
-        self.index_marks();
-        if self.outbox.is_empty() {
-            return self.store.write(self.batch);
-        }
-        // Sequence numbers are taken and written under one lock, so a lower
-        // number is never committed after a higher one.
-        let _order = self
-            .store
-            .outbox_lock
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let cf = self.store.cf(CF_OUTBOX);
-        let first = self.store.outbox_seq.load(Ordering::SeqCst);
-        for (i, v) in self.outbox.iter().enumerate() {
-            self.batch.put_cf(cf, (first + i as u64).to_be_bytes(), v);
-        }
-        self.store.write(self.batch)?;
-        self.store
-            .outbox_seq
-            .store(first + self.outbox.len() as u64, Ordering::SeqCst);
-        Ok(())
-    }
 }
 
 #[cfg(test)]

@@ -10,10 +10,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
 use sluice_wire::OwnedEvent;
 
-use super::{Entry, Store, StoreError};
+use super::{Entry, Store, StoreError, output_id};
 
 /// Per-event limits the overlay enforces.
 #[derive(Debug, Clone, Copy)]
@@ -432,26 +431,6 @@ fn cache_key(partition: u32, key: &[u8]) -> Vec<u8> {
     k.extend_from_slice(&partition.to_be_bytes());
     k.extend_from_slice(key);
     k
-}
-
-/// The deterministic id of the `index`-th event a module emitted for an input.
-pub fn output_id(module: &str, source: &str, id: &str, index: u32) -> String {
-    let mut h = Sha256::new();
-    h.update(module.as_bytes());
-    h.update([0]);
-    h.update(source.as_bytes());
-    h.update([0]);
-    h.update(id.as_bytes());
-    h.update([0]);
-    h.update(index.to_be_bytes());
-    let d = h.finalize();
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(32);
-    for b in &d[..16] {
-        s.push(HEX[(b >> 4) as usize] as char);
-        s.push(HEX[(b & 15) as usize] as char);
-    }
-    s
 }
 
 #[cfg(test)]

@@ -1,4 +1,15 @@
-//! The embedded log: topics, partitions and offsets in the `log` column family.
+//! The embedded log: durable topics in the host's RocksDB (`log` column
+//! family), fed over the HTTP API.
+//!
+//! Offsets are dense per partition; an event with a key goes to
+//! `murmur2(key) % N`, one without round robin. Retention keeps the newest
+//! `retention-events` per partition. A module's outputs are appended in the
+//! same `WriteBatch` as its state and cursor (`sink/log.rs`), so the log is
+//! its own outbox. [`backend`] implements the source traits over it.
+
+mod backend;
+
+pub use backend::LogInput;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -7,51 +18,9 @@ use std::time::Duration;
 
 use rocksdb::{Direction, IteratorMode, WriteBatch};
 use sluice_wire::{EventRef, OwnedEvent};
-use thiserror::Error;
 
-use crate::state::{CF_LOG, CF_META, Store, StoreError, be_u64};
-
-/// Why a topic operation was refused.
-#[derive(Debug, Error)]
-pub enum TopicError {
-    /// The topic does not exist and auto-creation is off.
-    #[error(
-        "unknown topic `{0}` (declare it under [[topics]] in the host config, use it in a module manifest, or set [log] auto-create-topics = true)"
-    )]
-    Unknown(String),
-    /// Bad topic name.
-    #[error("`{0}` is not a valid topic name (letters, digits, `-`, `_`, `.`)")]
-    BadName(String),
-    /// An event names a partition the topic does not have.
-    #[error("topic `{topic}` has {have} partitions, no partition {partition}")]
-    NoPartition {
-        topic: String,
-        partition: u32,
-        have: u32,
-    },
-    /// The topic exists with another partition count.
-    #[error("topic `{topic}` has {have} partitions, {want} requested")]
-    Partitions { topic: String, have: u32, want: u32 },
-    /// Storage failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-impl From<rocksdb::Error> for TopicError {
-    fn from(e: rocksdb::Error) -> Self {
-        TopicError::Store(StoreError::Rocks(e))
-    }
-}
-
-/// One stored event.
-#[derive(Debug, Clone)]
-pub struct Record {
-    pub offset: u64,
-    pub frame: Vec<u8>,
-    /// Set when the record could not be decoded into an event (from a broker):
-    /// `frame` then holds its raw value and this the reason.
-    pub invalid: Option<String>,
-}
+use super::{Record, TopicError};
+use crate::state::{CF_LOG, CF_META, Store, be_u64};
 
 struct PartitionState {
     /// Oldest retained offset.
@@ -67,6 +36,8 @@ struct Topic {
 
 /// Durable topics in RocksDB.
 pub struct EventLog {
+    /// Itself, for the module inputs it hands out.
+    me: std::sync::Weak<EventLog>,
     store: Arc<Store>,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     default_partitions: u32,
@@ -76,12 +47,11 @@ pub struct EventLog {
     append_lock: Mutex<()>,
     generation: Mutex<u64>,
     changed: Condvar,
-    watch: tokio::sync::watch::Sender<u64>,
 }
 
 /// How [`EventLog::append_placed`] picks partitions.
 #[derive(Clone, Copy)]
-enum Placement {
+enum Placing {
     /// By the key's hash (Kafka's murmur2), round robin without a key.
     ByKey,
     /// The partition the event already names.
@@ -104,8 +74,9 @@ impl EventLog {
         default_partitions: u32,
         retention: u64,
         auto_create: bool,
-    ) -> Result<EventLog, TopicError> {
-        let log = EventLog {
+    ) -> Result<Arc<EventLog>, TopicError> {
+        let log = Arc::new_cyclic(|me| EventLog {
+            me: me.clone(),
             store,
             topics: RwLock::new(HashMap::new()),
             default_partitions,
@@ -114,8 +85,7 @@ impl EventLog {
             append_lock: Mutex::new(()),
             generation: Mutex::new(0),
             changed: Condvar::new(),
-            watch: tokio::sync::watch::channel(0).0,
-        };
+        });
         let meta = log.store.cf(CF_META);
         let prefix = b"topic/";
         let mut found = Vec::new();
@@ -252,28 +222,15 @@ impl EventLog {
     }
 
     /// Append events to `topic`, assigning partitions, offsets and missing ids
-    /// (`<topic>/<partition>/<offset>`) and times. `extra` adds more writes to
-    /// the same atomic batch (the outbox relay deletes what it published).
-    /// Returns `(partition, offset)` per event.
+    /// (`<topic>/<partition>/<offset>`) and times. Returns `(partition,
+    /// offset)` per event.
     pub fn append(
         &self,
         topic: &str,
         events: Vec<OwnedEvent>,
-        extra: impl FnOnce(&mut WriteBatch),
     ) -> Result<Vec<(u32, u64)>, TopicError> {
-        self.append_many(vec![(topic.to_string(), events)], extra)
+        self.append_into(WriteBatch::default(), vec![(topic.to_string(), events)])
             .map(|mut v| v.pop().unwrap_or_default())
-    }
-
-    /// [`append`](Self::append) for several topics in one batch.
-    pub fn append_many(
-        &self,
-        batches: Vec<(String, Vec<OwnedEvent>)>,
-        extra: impl FnOnce(&mut WriteBatch),
-    ) -> Result<Vec<Vec<(u32, u64)>>, TopicError> {
-        let mut wb = WriteBatch::default();
-        extra(&mut wb);
-        self.append_into(wb, batches)
     }
 
     /// Append events in the same atomic write as the writes already in `wb`
@@ -283,7 +240,7 @@ impl EventLog {
         wb: WriteBatch,
         batches: Vec<(String, Vec<OwnedEvent>)>,
     ) -> Result<Vec<Vec<(u32, u64)>>, TopicError> {
-        self.append_placed(wb, batches, Placement::ByKey)
+        self.append_placed(wb, batches, Placing::ByKey)
     }
 
     /// Append events to the partition each one names in `partition` (a
@@ -297,7 +254,7 @@ impl EventLog {
         self.append_placed(
             WriteBatch::default(),
             vec![(topic.to_string(), events)],
-            Placement::AsGiven,
+            Placing::AsGiven,
         )
         .map(|mut v| v.pop().unwrap_or_default())
     }
@@ -306,7 +263,7 @@ impl EventLog {
         &self,
         mut wb: WriteBatch,
         batches: Vec<(String, Vec<OwnedEvent>)>,
-        placement: Placement,
+        placement: Placing,
     ) -> Result<Vec<Vec<(u32, u64)>>, TopicError> {
         let mut topics = Vec::with_capacity(batches.len());
         for (name, _) in &batches {
@@ -332,16 +289,16 @@ impl EventLog {
             let mut out = Vec::with_capacity(events.len());
             for mut ev in events {
                 let p = match (&ev.key, placement) {
-                    (_, Placement::AsGiven) if ev.partition < n => ev.partition,
-                    (_, Placement::AsGiven) => {
+                    (_, Placing::AsGiven) if ev.partition < n => ev.partition,
+                    (_, Placing::AsGiven) => {
                         return Err(TopicError::NoPartition {
                             topic: name,
                             partition: ev.partition,
                             have: n,
                         });
                     }
-                    (Some(k), Placement::ByKey) => super::partition::for_key(k, n),
-                    (None, Placement::ByKey) => {
+                    (Some(k), Placing::ByKey) => crate::source::partition::for_key(k, n),
+                    (None, Placing::ByKey) => {
                         (t.round_robin.fetch_add(1, Ordering::Relaxed) % n as u64) as u32
                     }
                 };
@@ -357,7 +314,7 @@ impl EventLog {
                     ev.id = format!("{name}/{p}/{offset}");
                 }
                 if ev.time.is_none() {
-                    ev.time = Some(super::now_rfc3339());
+                    ev.time = Some(crate::source::now_rfc3339());
                 }
                 frame.clear();
                 ev.as_ref().encode_into(&mut frame);
@@ -379,10 +336,8 @@ impl EventLog {
     fn bump(&self) {
         let mut g = self.generation.lock().unwrap();
         *g += 1;
-        let gen_now = *g;
         drop(g);
         self.changed.notify_all();
-        self.watch.send_replace(gen_now);
     }
 
     /// The current append generation (changes on every append).
@@ -397,11 +352,6 @@ impl EventLog {
             return;
         }
         let _ = self.changed.wait_timeout_while(g, timeout, |g| *g == seen);
-    }
-
-    /// A receiver that changes on every append (for async waiters).
-    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.watch.subscribe()
     }
 
     /// Up to `max` records of a partition starting at `from` (or at the first
@@ -479,7 +429,7 @@ impl EventLog {
                     && let Ok(ev) = EventRef::decode(frame)
                     && ev
                         .time
-                        .and_then(super::parse_rfc3339_ms)
+                        .and_then(crate::source::parse_rfc3339_ms)
                         .is_some_and(|t| t >= ms)
                 {
                     found = Some(off);
@@ -581,12 +531,12 @@ mod tests {
             let store = Arc::new(Store::open(dir.path(), false).unwrap());
             let log = EventLog::open(store, 2, 100, false).unwrap();
             assert!(matches!(
-                log.append("nope", vec![ev(None)], |_| {}),
+                log.append("nope", vec![ev(None)]),
                 Err(TopicError::Unknown(_))
             ));
             log.ensure_topic("t", Some(2)).unwrap();
             let placed = log
-                .append("t", vec![ev(Some("a")), ev(Some("a")), ev(None)], |_| {})
+                .append("t", vec![ev(Some("a")), ev(Some("a")), ev(None)])
                 .unwrap();
             assert_eq!(placed[0].0, placed[1].0, "same key, same partition");
             assert_eq!(placed[1].1, placed[0].1 + 1);
@@ -613,7 +563,7 @@ mod tests {
         let store = Arc::new(Store::open(dir.path(), false).unwrap());
         let log = EventLog::open(store.clone(), 1, 3, false).unwrap();
         log.ensure_topic("t", Some(1)).unwrap();
-        log.append("t", (0..10).map(|_| ev(None)).collect(), |_| {})
+        log.append("t", (0..10).map(|_| ev(None)).collect())
             .unwrap();
         assert_eq!(log.enforce_retention().unwrap(), 7);
         assert_eq!(log.bounds("t", 0), Some((7, 10)));

@@ -1,0 +1,556 @@
+//! The module lifecycle: deploy, upgrade, rollback, pause, resume,
+//! undeploy, rewind.
+//!
+//! Every way a module arrives (the API, `sluice deploy`, the watched modules
+//! directory, the registry at start) goes through [`Lifecycle::deploy`] or
+//! [`Lifecycle::rollback`], which validate everything before anything
+//! changes and then swap the module's pipeline between two batches.
+//! Operations are serialized by one lock; the modules they do not name are
+//! never touched.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use super::modules::{LoadedModule, Modules, Slot};
+use super::status::{DeployOutcome, RewoundPartition, Undeployed};
+use super::{ComponentStore, ModuleRecord, Registry, Revision};
+use crate::config::{Manifest, StartPosition};
+use crate::pipeline::{Context, Metrics};
+use crate::runtime::{Loaded, component_hash};
+use crate::source::{Placement, TopicError, Topics, now_ms, start_offset};
+use crate::state::{Commit, Store};
+
+/// Why a lifecycle operation was refused. Nothing changed.
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    /// The request or what it carries is invalid (manifest field, component,
+    /// import): fix it and submit again.
+    #[error("{0}")]
+    Invalid(String),
+    /// It contradicts what is deployed (a version reused for other content).
+    #[error("{0}")]
+    Conflict(String),
+    /// No such module.
+    #[error("{0}")]
+    NotFound(String),
+    /// The host could not do it (storage).
+    #[error("{0}")]
+    Internal(String),
+}
+
+pub(crate) type Result<T> = std::result::Result<T, LifecycleError>;
+
+fn internal(e: impl std::fmt::Display) -> LifecycleError {
+    LifecycleError::Internal(e.to_string())
+}
+
+/// A module to deploy: manifest text and component bytes.
+pub struct DeployRequest {
+    pub manifest: String,
+    pub component: Vec<u8>,
+    /// `api`, `dir <path>`.
+    pub source: String,
+    /// Overrides every subscription's `start` (for a module without cursors).
+    pub start: Option<String>,
+}
+
+/// The modules of a host and what changes them.
+pub struct Lifecycle {
+    pub(crate) registry: Registry,
+    components: ComponentStore,
+    pub(crate) modules: Modules,
+    pub(crate) cx: Context,
+    pub(crate) topics: Arc<dyn Topics>,
+    /// Serializes deploy, rollback, pause, resume, undeploy and rewind.
+    serial: Mutex<()>,
+}
+
+impl Lifecycle {
+    pub(crate) fn new(cx: Context, topics: Arc<dyn Topics>, components: ComponentStore) -> Self {
+        Lifecycle {
+            registry: Registry::new(cx.store.clone()),
+            components,
+            modules: Modules::new(cx.clone()),
+            cx,
+            topics,
+            serial: Mutex::new(()),
+        }
+    }
+
+    fn store(&self) -> &Store {
+        &self.cx.store
+    }
+
+    /// Start what the registry says runs. A module that fails is reported
+    /// (log, `sluice modules`); the others start anyway.
+    pub(crate) fn start_registered(&self) {
+        let records = match self.registry.all() {
+            Ok(r) => r,
+            Err(e) => return tracing::error!(error = %e, "cannot read the module registry"),
+        };
+        for rec in records {
+            let Some(rev) = rec.current().cloned() else {
+                continue;
+            };
+            if let Err(e) = self.start_revision(&rev, rec.paused) {
+                tracing::error!(module = %rec.name, revision = rev.revision, error = %e, "module not loaded");
+                let failed = Slot::Failed {
+                    dir: rev.source.clone(),
+                    error: e.to_string(),
+                };
+                self.modules.put(&rec.name, failed);
+            }
+        }
+    }
+
+    /// Deploy the module in `dir` (with `module.toml`) as the modules
+    /// directory would.
+    pub fn deploy_dir(&self, dir: &Path) -> Result<DeployOutcome> {
+        let mpath = dir.join("module.toml");
+        let manifest = Manifest::load(&mpath).map_err(LifecycleError::Invalid)?;
+        let text = std::fs::read_to_string(&mpath)
+            .map_err(|e| LifecycleError::Invalid(format!("{}: {e}", mpath.display())))?;
+        let cpath = dir.join(&manifest.component);
+        let component = std::fs::read(&cpath).map_err(|e| {
+            LifecycleError::Invalid(format!("cannot read component {}: {e}", cpath.display()))
+        })?;
+        self.deploy(DeployRequest {
+            manifest: text,
+            component,
+            source: format!("dir {}", dir.display()),
+            start: None,
+        })
+    }
+
+    /// Deploy a new module, or upgrade a deployed one to new content. The
+    /// manifest, the component (its imports and exports) and its topics are
+    /// checked first; a refusal changes nothing. An upgrade swaps the
+    /// component between two batches and keeps state, cursors and the
+    /// idempotency set.
+    pub fn deploy(&self, req: DeployRequest) -> Result<DeployOutcome> {
+        let _serial = self.serial.lock().unwrap();
+        let mut manifest = Manifest::parse_str(&req.manifest, Path::new("module.toml"))
+            .map_err(LifecycleError::Invalid)?;
+        apply_start(&mut manifest, req.start.as_deref())?;
+        let name = manifest.name.clone();
+        let hash = component_hash(&req.component);
+        let mut rec = self
+            .registry
+            .get(&name)
+            .map_err(LifecycleError::Internal)?
+            .unwrap_or_else(|| ModuleRecord::new(&name));
+        let loaded_now = self
+            .modules
+            .get(&name, |s| s.module().is_some())
+            .unwrap_or(false);
+        if loaded_now
+            && let Some(cur) = rec.current()
+            && cur.same_content(&hash, &req.manifest)
+        {
+            return Ok(DeployOutcome {
+                module: name,
+                action: "unchanged".into(),
+                version: cur.version.clone(),
+                revision: cur.revision,
+                previous: None,
+            });
+        }
+        if let Some(r) = rec
+            .revisions
+            .iter()
+            .find(|r| r.version == manifest.version && !r.same_content(&hash, &req.manifest))
+        {
+            return Err(LifecycleError::Conflict(format!(
+                "module.toml: version: `{}` of module `{name}` was deployed before (revision {}) with a different component or manifest; give this build a new version",
+                manifest.version, r.revision
+            )));
+        }
+        let loaded = self
+            .cx
+            .runtime
+            .load_hashed(&hash, &name, || Ok(req.component.clone()))
+            .map_err(|e| LifecycleError::Invalid(format!("module `{name}`: {e}")))?;
+        self.components
+            .put(&hash, &req.component)
+            .map_err(|e| LifecycleError::Internal(format!("cannot store the component: {e}")))?;
+        let rev = Revision {
+            revision: 0,
+            version: manifest.version.clone(),
+            component: hash,
+            manifest: req.manifest,
+            source: req.source,
+            deployed_at_ms: now_ms(),
+            start: req.start,
+        };
+        let action = if loaded_now { "upgraded" } else { "deployed" };
+        self.activate(&mut rec, manifest, loaded, rev, action)
+    }
+
+    /// Run an earlier revision again (the newest with `version`, or the one
+    /// before the current). It becomes a new revision; state carries over.
+    pub fn rollback(&self, name: &str, version: Option<&str>) -> Result<DeployOutcome> {
+        let _serial = self.serial.lock().unwrap();
+        let mut rec = self.record(name)?;
+        if rec.current.is_none() {
+            return Err(LifecycleError::Conflict(format!(
+                "module `{name}` is undeployed; deploy it to run it again"
+            )));
+        }
+        let target = rec
+            .rollback_target(version)
+            .map_err(LifecycleError::NotFound)?
+            .clone();
+        let (manifest, loaded) = self.load_revision(&target)?;
+        let rev = Revision {
+            source: format!("rollback to revision {}", target.revision),
+            deployed_at_ms: now_ms(),
+            ..target
+        };
+        self.activate(&mut rec, manifest, loaded, rev, "rolled-back")
+    }
+
+    /// Make `rev` the running revision of its module: create its topics, stop
+    /// the old pipeline after its current batch, start the new one (or put the
+    /// old one back if that fails), and record it.
+    fn activate(
+        &self,
+        rec: &mut ModuleRecord,
+        manifest: Manifest,
+        loaded: Loaded,
+        rev: Revision,
+        action: &'static str,
+    ) -> Result<DeployOutcome> {
+        let name = manifest.name.clone();
+        self.ensure_module_topics(&manifest)
+            .map_err(|e| LifecycleError::Invalid(format!("module `{name}`: {e}")))?;
+        let before = self
+            .modules
+            .get(&name, |s| {
+                s.module()
+                    .map(|m| (m.metrics.clone(), s.is_paused(), m.revision.version.clone()))
+            })
+            .flatten();
+        let (metrics, paused, previous) = match before {
+            Some((m, paused, version)) => (m, paused, Some(version)),
+            None => (Arc::new(Metrics::default()), false, None),
+        };
+        if let Some(Some(mut p)) = self.modules.halt(&name, paused) {
+            p.stop();
+        }
+        let revision = rec.push(rev);
+        rec.paused = paused;
+        let module = LoadedModule {
+            revision: rec.current().expect("just pushed").clone(),
+            manifest: Arc::new(manifest),
+            loaded,
+            metrics,
+            deploy_error: None,
+        };
+        let slot = if paused {
+            Slot::Paused(module.clone())
+        } else {
+            match self.modules.start(&module) {
+                Ok(p) => Slot::Running(module.clone(), p),
+                Err(e) => {
+                    // The previous revision runs on.
+                    self.modules.resume(&name, false);
+                    return Err(LifecycleError::Invalid(e));
+                }
+            }
+        };
+        if let Err(e) = self.registry.put(rec) {
+            tracing::error!(module = %name, error = %e, "cannot record the deploy; it runs but will not be restored after a restart");
+        }
+        let version = module.revision.version.clone();
+        tracing::info!(module = %name, action, version = %version, revision, previous = ?previous, "module {action}");
+        self.modules.put(&name, slot);
+        Ok(DeployOutcome {
+            module: name,
+            action: action.into(),
+            version,
+            revision,
+            previous,
+        })
+    }
+
+    /// A recorded revision's manifest (with its start override) and its
+    /// component from the store (compiled, or from the compiled cache).
+    fn load_revision(&self, rev: &Revision) -> Result<(Manifest, Loaded)> {
+        let what = format!("revision {} ({})", rev.revision, rev.source);
+        let mut manifest = Manifest::parse_str(&rev.manifest, Path::new(&what))
+            .map_err(LifecycleError::Internal)?;
+        apply_start(&mut manifest, rev.start.as_deref())?;
+        let loaded = self
+            .cx
+            .runtime
+            .load_hashed(&rev.component, &manifest.name, || {
+                self.components.read(&rev.component)
+            })
+            .map_err(internal)?;
+        Ok((manifest, loaded))
+    }
+
+    /// Start a registry revision at host start.
+    fn start_revision(&self, rev: &Revision, paused: bool) -> Result<()> {
+        let (manifest, loaded) = self.load_revision(rev)?;
+        self.ensure_module_topics(&manifest)
+            .map_err(LifecycleError::Internal)?;
+        let name = manifest.name.clone();
+        let module = LoadedModule {
+            revision: rev.clone(),
+            manifest: Arc::new(manifest),
+            loaded,
+            metrics: Arc::new(Metrics::default()),
+            deploy_error: None,
+        };
+        let slot = if paused {
+            Slot::Paused(module)
+        } else {
+            let p = self
+                .modules
+                .start(&module)
+                .map_err(LifecycleError::Internal)?;
+            Slot::Running(module, p)
+        };
+        self.modules.put(&name, slot);
+        Ok(())
+    }
+
+    fn record(&self, name: &str) -> Result<ModuleRecord> {
+        self.registry
+            .get(name)
+            .map_err(LifecycleError::Internal)?
+            .ok_or_else(|| LifecycleError::NotFound(format!("no module named `{name}`")))
+    }
+
+    /// Stop consuming; state, cursors and the loaded component stay. Kept
+    /// across restarts. Returns whether it was running.
+    pub fn pause(&self, name: &str) -> Result<bool> {
+        let _serial = self.serial.lock().unwrap();
+        let mut rec = self.record(name)?;
+        let old = self
+            .modules
+            .halt(name, true)
+            .ok_or_else(|| not_deployed(name))?;
+        let was_running = old.is_some();
+        if let Some(mut p) = old {
+            p.stop();
+        }
+        rec.paused = true;
+        self.registry.put(&rec).map_err(internal)?;
+        tracing::info!(module = %name, "paused");
+        Ok(was_running)
+    }
+
+    /// Bring a paused or quarantined module back: it continues from its
+    /// cursors. Returns `(was paused, was quarantined)`.
+    pub fn resume(&self, name: &str) -> Result<(bool, bool)> {
+        let _serial = self.serial.lock().unwrap();
+        let mut rec = self.record(name)?;
+        let was_paused = self
+            .modules
+            .get(name, |s| s.module().map(|_| s.is_paused()))
+            .flatten()
+            .ok_or_else(|| not_deployed(name))?;
+        let was_quarantined = self.store().is_quarantined(name).unwrap_or(false);
+        self.store()
+            .set_quarantined(name, false)
+            .map_err(internal)?;
+        self.modules.get(name, |s| {
+            if let Slot::Running(_, p) = s {
+                p.lift_quarantine();
+            }
+        });
+        if was_paused {
+            rec.paused = false;
+            self.registry.put(&rec).map_err(internal)?;
+            self.modules.resume(name, true);
+            tracing::info!(module = %name, "resumed");
+        }
+        Ok((was_paused, was_quarantined))
+    }
+
+    /// Stop and unload a module. Its state, idempotency set and cursors stay
+    /// (a later deploy continues from them) unless `purge`. Its revision
+    /// history stays, so the modules directory does not deploy the same
+    /// content again by itself.
+    pub fn undeploy(&self, name: &str, purge: bool) -> Result<Undeployed> {
+        let _serial = self.serial.lock().unwrap();
+        let rec = self.registry.get(name).map_err(LifecycleError::Internal)?;
+        let slot = self.modules.remove(name);
+        if rec.is_none() && slot.is_none() {
+            return Err(LifecycleError::NotFound(format!(
+                "no module named `{name}`"
+            )));
+        }
+        let version = slot
+            .as_ref()
+            .and_then(Slot::module)
+            .map(|m| m.revision.version.clone());
+        if let Some(Slot::Running(_, mut p)) = slot {
+            p.stop();
+        }
+        if let Some(mut rec) = rec {
+            rec.current = None;
+            rec.paused = false;
+            self.registry.put(&rec).map_err(internal)?;
+        }
+        if purge {
+            self.store().forget_module(name, true).map_err(internal)?;
+        }
+        tracing::info!(module = %name, purge, "undeployed");
+        Ok(Undeployed {
+            module: name.to_string(),
+            undeployed: version,
+            purged: purge,
+        })
+    }
+
+    /// Move a module's cursors back (or forward) to `to` on every partition
+    /// of its subscriptions. Without `reset_state`, events already applied are
+    /// skipped by the idempotency set (while their marks live, see
+    /// `[idempotency] ttl`), so state does not change; with it, state and
+    /// idempotency set are dropped first and rebuilt from the events read
+    /// again.
+    pub fn rewind(
+        &self,
+        name: &str,
+        to: StartPosition,
+        reset_state: bool,
+    ) -> Result<Vec<RewoundPartition>> {
+        let _serial = self.serial.lock().unwrap();
+        let manifest = self
+            .modules
+            .get(name, |s| s.module().map(|m| m.manifest.clone()))
+            .flatten()
+            .ok_or_else(|| not_deployed(name))?;
+        // Plan first, so a bad target changes nothing.
+        let plan = self.rewind_plan(name, &manifest, to).map_err(internal)?;
+        if let Some(Some(mut p)) = self.modules.halt(name, false) {
+            p.stop();
+        }
+        let res = self.move_cursors(name, &plan, reset_state);
+        self.modules.resume(name, false);
+        res?;
+        tracing::info!(module = %name, reset_state, partitions = plan.len(), "rewound");
+        Ok(plan)
+    }
+
+    fn rewind_plan(
+        &self,
+        name: &str,
+        manifest: &Manifest,
+        to: StartPosition,
+    ) -> std::result::Result<Vec<RewoundPartition>, TopicError> {
+        let mut plan = Vec::new();
+        for s in &manifest.subscribe {
+            for p in 0..self.topics.partitions(&s.topic)?.unwrap_or(0) {
+                let (first, end) = self.topics.bounds(&s.topic, p)?;
+                let target = start_offset(to, (first, end), |ms| {
+                    self.topics.offset_for_time(&s.topic, p, ms)
+                })?;
+                let from = self.store().cursor(name, &s.topic, p)?.unwrap_or(first);
+                plan.push(RewoundPartition {
+                    topic: s.topic.clone(),
+                    partition: p,
+                    from,
+                    to: target,
+                    end,
+                });
+            }
+        }
+        Ok(plan)
+    }
+
+    /// With the module stopped: move where the source resumes it, then its
+    /// local cursors (and drop its state first if asked).
+    fn move_cursors(&self, name: &str, plan: &[RewoundPartition], reset_state: bool) -> Result<()> {
+        let to: Vec<Placement> = plan
+            .iter()
+            .map(|r| Placement {
+                topic: r.topic.clone(),
+                partition: r.partition,
+                at: r.to,
+            })
+            .collect();
+        self.cx.source.rewind(name, &to).map_err(|e| match e {
+            TopicError::Unsupported(m) => LifecycleError::Invalid(m),
+            e => internal(e),
+        })?;
+        if reset_state {
+            self.store().forget_module(name, false).map_err(internal)?;
+        }
+        let mut c = Commit::new(self.store());
+        for r in plan {
+            c.cursor(name, &r.topic, r.partition, r.to);
+        }
+        c.commit().map_err(internal)
+    }
+
+    /// Create the topics a module reads and writes (its dead-letter and
+    /// replay topics included) and check that its subscriptions are
+    /// co-partitioned.
+    fn ensure_module_topics(&self, manifest: &Manifest) -> std::result::Result<(), String> {
+        let subscribed: Vec<(String, Option<u32>)> = manifest
+            .subscribe
+            .iter()
+            .map(|s| (s.topic.clone(), None))
+            .collect();
+        let mut others: Vec<(String, Option<u32>)> = manifest
+            .produce
+            .iter()
+            .map(|p| (p.topic.clone(), None))
+            .collect();
+        others.push((manifest.dlq_topic(), None));
+        self.topics.ensure(&others).map_err(|e| e.to_string())?;
+        let counts = self.topics.ensure(&subscribed).map_err(|e| e.to_string())?;
+        if let Some(n0) = counts.first()
+            && let Some(i) = counts.iter().position(|n| n != n0)
+        {
+            return Err(format!(
+                "subscribed topics must be co-partitioned, but `{}` has {n0} partitions and `{}` has {}",
+                subscribed[0].0, subscribed[i].0, counts[i]
+            ));
+        }
+        // Replays land in the partition their original came from.
+        if let Some(n) = counts.first() {
+            self.topics
+                .ensure(&[(manifest.replay_topic(), Some(*n))])
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Stop every module: all are asked first, then each is waited for.
+    pub(crate) fn stop_all(&self) {
+        let _serial = self.serial.lock().unwrap();
+        let mut slots = self.modules.take_all();
+        for slot in slots.values() {
+            if let Slot::Running(_, p) = slot {
+                p.request_stop();
+            }
+        }
+        for slot in slots.values_mut() {
+            if let Slot::Running(_, p) = slot {
+                p.stop();
+            }
+        }
+    }
+}
+
+fn not_deployed(name: &str) -> LifecycleError {
+    LifecycleError::NotFound(format!("no module named `{name}` is deployed"))
+}
+
+/// Override every subscription's start with `start`, if given.
+fn apply_start(manifest: &mut Manifest, start: Option<&str>) -> Result<()> {
+    if let Some(s) = start {
+        let pos: StartPosition = s
+            .parse()
+            .map_err(|e| LifecycleError::Invalid(format!("start: {e}")))?;
+        for sub in &mut manifest.subscribe {
+            sub.start = pos;
+        }
+    }
+    Ok(())
+}

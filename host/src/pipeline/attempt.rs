@@ -1,0 +1,255 @@
+//! Calling the module: a batch of events in one `handle-batch` call, or one
+//! event at a time after a failure or a trap; retries with exponential
+//! backoff and full jitter, in place, so the partition's order holds; what a
+//! failure means for the event (retry, or dead letter with its class).
+
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use sluice_wire::{BatchWriter, EventRef};
+
+use super::FailureClass;
+use super::advance::Failed;
+use super::read::Item;
+use super::worker::Worker;
+use crate::runtime::{GuestFailure, TrapKind, Trapped};
+use crate::source::now_ms;
+use crate::state::txn::InputMeta;
+
+/// A failed attempt at one event.
+pub(super) enum Attempt {
+    Failed(GuestFailure),
+    Trapped(Trapped),
+}
+
+/// How an event handled alone ended.
+enum Single {
+    /// Applied or dead-lettered, and committed.
+    Done,
+    /// The pipeline is stopping; nothing was committed.
+    Stopped,
+}
+
+/// What the overlay needs to know of an input event.
+fn meta(ev: &EventRef<'_>) -> InputMeta {
+    let trace = ev
+        .headers
+        .iter()
+        .filter(|(n, _)| {
+            n.eq_ignore_ascii_case("traceparent") || n.eq_ignore_ascii_case("tracestate")
+        })
+        .map(|(n, v)| (n.to_ascii_lowercase(), v.to_vec()))
+        .collect();
+    InputMeta {
+        source: ev.source.into(),
+        id: ev.id.into(),
+        key: ev.key.map(<[u8]>::to_vec),
+        trace,
+    }
+}
+
+impl Worker {
+    /// Apply `todo` (prepared from one read of partition `p`), committing as
+    /// it goes; events after the last one the cursor moves to `cut`. False if
+    /// the pipeline stopped or was quarantined in between.
+    pub(super) fn apply(
+        &mut self,
+        topic: &str,
+        p: u32,
+        todo: &[Item<'_>],
+        cut: u64,
+    ) -> anyhow::Result<bool> {
+        let mut i = 0;
+        while i < todo.len() {
+            if self.stopping() || self.controls.quarantine.is_set() {
+                return Ok(false);
+            }
+            let rest = &todo[i..];
+            let batched = self.single_mode == 0 && rest.len() > 1 && self.instance()?.batched();
+            if !batched {
+                self.single_mode = self.single_mode.saturating_sub(1);
+                let next = rest.get(1).map(|it| it.offset).unwrap_or(cut);
+                match self.handle_single(topic, p, &rest[0], 0, None, next)? {
+                    Single::Done => i += 1,
+                    Single::Stopped => return Ok(false),
+                }
+                continue;
+            }
+            match self.call_batch(p, rest)? {
+                Ok(results) => {
+                    let fail = results.iter().position(|r| r.is_err());
+                    let ok = fail.unwrap_or(rest.len());
+                    let next = match fail {
+                        Some(f) => rest[f].offset,
+                        None => cut,
+                    };
+                    self.commit_effects(topic, p, &rest[..ok], next)?;
+                    i += ok;
+                    if let Some(f) = fail {
+                        let failure = results.into_iter().nth(f).and_then(Result::err);
+                        let after = rest.get(f + 1).map(|it| it.offset).unwrap_or(cut);
+                        match self.handle_single(topic, p, &rest[f], 1, failure, after)? {
+                            Single::Done => i += 1,
+                            Single::Stopped => return Ok(false),
+                        }
+                    }
+                }
+                Err(trap) => {
+                    tracing::warn!(module = %self.module.name, kind = trap.kind.as_str(), error = %trap.message, "trap in a batch; retrying its events one at a time");
+                    self.controls.metrics.trap(trap.kind);
+                    self.instance = None;
+                    self.single_mode = rest.len();
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// One `handle-batch` call over `rest`: each event's result, or a trap
+    /// that spoils the whole batch.
+    fn call_batch(
+        &mut self,
+        p: u32,
+        rest: &[Item<'_>],
+    ) -> anyhow::Result<Result<Vec<Result<(), Attempt>>, Trapped>> {
+        let mut batch = BatchWriter::new();
+        let mut metas = Vec::with_capacity(rest.len());
+        for it in rest {
+            batch.push_frame(it.frame);
+            metas.push(meta(&it.ev));
+        }
+        let bytes = batch.finish();
+        self.controls.metrics.batches.add(1);
+        let inst = self.instance()?;
+        inst.txn().begin(p, metas);
+        let r = inst.call_batch(&bytes, rest.len());
+        inst.txn().take_store_error()?;
+        let r = match r {
+            Ok(mut results) => match inst.txn().check_batch(rest.len()) {
+                Err(message) => Err(Trapped {
+                    kind: TrapKind::Other,
+                    message,
+                }),
+                Ok(()) => {
+                    let mut results: Vec<Result<(), Attempt>> = results
+                        .drain(..)
+                        .map(|r| r.map_err(Attempt::Failed))
+                        .collect();
+                    for (i, kind, why) in inst.txn().poisoned() {
+                        if let Some(r) = results.get_mut(*i) {
+                            *r = Err(Attempt::Trapped(Trapped {
+                                kind: TrapKind::of_limit(kind),
+                                message: why.clone(),
+                            }));
+                        }
+                    }
+                    Ok(results)
+                }
+            },
+            Err(t) => Err(t),
+        };
+        Ok(r)
+    }
+
+    /// Run one event alone until it succeeds or is dead-lettered. `attempts` and
+    /// `failure` carry a failed batch attempt. Afterwards the cursor is at `next`.
+    fn handle_single(
+        &mut self,
+        topic: &str,
+        p: u32,
+        item: &Item<'_>,
+        mut attempts: u32,
+        mut failure: Option<Attempt>,
+        next: u64,
+    ) -> anyhow::Result<Single> {
+        let policy = self.module.manifest.retry.clone();
+        if let Some(Attempt::Trapped(t)) = &failure {
+            self.controls.metrics.trap(t.kind);
+        }
+        let mut first_failure_ms = failure.as_ref().map(|_| now_ms());
+        loop {
+            // Decide what the last failed attempt means: dead letter, or try again.
+            if let Some(f) = failure.take() {
+                let (class, message, retryable) = match f {
+                    Attempt::Failed(GuestFailure::Reject(m)) => {
+                        self.controls.metrics.rejected.add(1);
+                        (FailureClass::Reject, m, false)
+                    }
+                    Attempt::Failed(GuestFailure::Retry(m)) => (FailureClass::Retry, m, true),
+                    Attempt::Trapped(t) => {
+                        (FailureClass::Trap(t.kind), t.message, policy.retry_traps)
+                    }
+                };
+                if !retryable || attempts >= policy.max_attempts {
+                    let failed = Failed {
+                        class,
+                        message: &message,
+                        attempts,
+                        first_failure_ms: first_failure_ms.unwrap_or_else(now_ms),
+                    };
+                    self.dead_letter(topic, p, item, failed, next)?;
+                    return Ok(Single::Done);
+                }
+                self.controls.metrics.retries.add(1);
+                if !self.backoff(attempts) {
+                    return Ok(Single::Stopped);
+                }
+            }
+            let inst = self.instance()?;
+            inst.txn().begin(p, vec![meta(&item.ev)]);
+            let r = match inst.call_one(&item.ev) {
+                Ok(r) => match inst.txn().poisoned().first() {
+                    Some((_, kind, why)) => Err(Trapped {
+                        kind: TrapKind::of_limit(kind),
+                        message: why.clone(),
+                    }),
+                    None => Ok(r),
+                },
+                Err(t) => Err(t),
+            };
+            inst.txn().take_store_error()?;
+            attempts += 1;
+            let r = match r {
+                Ok(Ok(())) => {
+                    self.commit_effects(topic, p, std::slice::from_ref(item), next)?;
+                    return Ok(Single::Done);
+                }
+                Ok(Err(f)) => Attempt::Failed(f),
+                Err(trap) => Attempt::Trapped(trap),
+            };
+            first_failure_ms.get_or_insert_with(now_ms);
+            match &r {
+                Attempt::Failed(f) => {
+                    tracing::debug!(module = %self.module.name, id = item.ev.id, attempts, failure = ?f, "event failed");
+                }
+                Attempt::Trapped(trap) => {
+                    self.controls.metrics.trap(trap.kind);
+                    if !matches!(trap.kind, TrapKind::Output | TrapKind::State) {
+                        // A wasm trap leaves the instance unusable; a limit does not.
+                        self.instance = None;
+                    }
+                    tracing::warn!(module = %self.module.name, id = item.ev.id, attempts, kind = trap.kind.as_str(), error = %trap.message, "event trapped");
+                }
+            }
+            failure = Some(r);
+        }
+    }
+
+    /// Sleep before attempt `attempts + 1` (exponential, full jitter). False if stopping.
+    fn backoff(&self, attempts: u32) -> bool {
+        let b = &self.module.manifest.retry.backoff;
+        let exp = b
+            .initial
+            .saturating_mul(1u32 << attempts.saturating_sub(1).min(20));
+        let cap = exp.min(b.max);
+        let wait = cap.mul_f64(rand::rng().random_range(0.5..=1.0));
+        let deadline = Instant::now() + wait;
+        while Instant::now() < deadline {
+            if self.stopping() {
+                return false;
+            }
+            std::thread::sleep((deadline - Instant::now()).min(Duration::from_millis(50)));
+        }
+        true
+    }
+}

@@ -1,0 +1,530 @@
+//! One module's Kafka consumer: its group membership and rebalances
+//! ([`GroupContext`]), per-partition buffers handed out contiguously from the
+//! module's cursor, offset commits to the group after local commits, and the
+//! positions the status views show.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use super::ends::EndsWatcher;
+use super::placement::Placing;
+use super::{BrokerHealth, Kafka, Positions, REQUEST_TIMEOUT, SetIfUnset, record_of};
+use crate::source::{Input, Placement, Record, TopicError};
+use crate::state::Store;
+
+/// A rebalance seen in `poll`.
+enum GroupEvent {
+    Assigned(Vec<Placement>),
+    Revoked(Vec<(String, u32)>),
+}
+
+/// Serves the group's rebalances (librdkafka calls it inside `poll`).
+struct GroupContext {
+    health: Arc<BrokerHealth>,
+    module: String,
+    store: Arc<Store>,
+    events: Mutex<Vec<GroupEvent>>,
+    /// Offsets committed locally but not yet to Kafka.
+    pending: Mutex<BTreeMap<(String, u32), u64>>,
+}
+
+impl ClientContext for GroupContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(module = %self.module, error = %error, reason, "Kafka client error; librdkafka retries");
+        self.health.error(format!("{error}: {reason}"));
+    }
+}
+
+fn tpl_entries(tpl: &TopicPartitionList) -> Vec<(String, u32)> {
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition() as u32))
+        .collect()
+}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            // Nothing is in flight (poll runs between batches): hand over
+            // what this host committed before letting the partitions go.
+            let revoked = tpl_entries(tpl);
+            let mut pending = self.pending.lock().unwrap();
+            let mut commit = TopicPartitionList::new();
+            for (t, p) in &revoked {
+                if let Some(o) = pending.remove(&(t.clone(), *p)) {
+                    let _ = commit.add_partition_offset(t, *p as i32, Offset::Offset(o as i64));
+                }
+            }
+            drop(pending);
+            if commit.count() > 0
+                && let Err(e) = consumer.commit(&commit, CommitMode::Sync)
+            {
+                tracing::warn!(module = %self.module, error = %e, "offset commit on revocation failed (the local cursor still holds)");
+            }
+            tracing::info!(module = %self.module, partitions = ?revoked, "partitions revoked");
+            self.events
+                .lock()
+                .unwrap()
+                .push(GroupEvent::Revoked(revoked));
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Assign(tpl) = rebalance else {
+            return;
+        };
+        let parts = tpl_entries(tpl);
+        let committed = consumer
+            .committed_offsets((*tpl).clone(), REQUEST_TIMEOUT)
+            .ok();
+        let mut placed = TopicPartitionList::new();
+        let mut assigned = Vec::new();
+        for (t, p) in parts {
+            let local = self
+                .store
+                .cursor(&self.module, &t, p)
+                .ok()
+                .flatten()
+                .unwrap_or(0);
+            let group = committed
+                .as_ref()
+                .and_then(|c| c.find_partition(&t, p as i32))
+                .and_then(|e| match e.offset() {
+                    Offset::Offset(o) if o >= 0 => Some(o as u64),
+                    _ => None,
+                })
+                .unwrap_or(0);
+            let at = local.max(group);
+            let _ = placed.add_partition_offset(&t, p as i32, Offset::Offset(at as i64));
+            assigned.push(Placement {
+                topic: t,
+                partition: p,
+                at,
+            });
+        }
+        if let Err(e) = consumer.assign(&placed) {
+            tracing::error!(module = %self.module, error = %e, "cannot place the assigned partitions at their cursors");
+        }
+        tracing::info!(module = %self.module, partitions = ?assigned, "partitions assigned");
+        self.events
+            .lock()
+            .unwrap()
+            .push(GroupEvent::Assigned(assigned));
+    }
+}
+
+/// Times a partition is read again from the same cursor before a gap in the
+/// broker's offsets is believed.
+const MAX_REPLACEMENTS: u32 = 5;
+
+/// How long a partition being placed may get no records (while the broker
+/// has some past the cursor) before it is sought further back.
+const QUIET_PLACEMENT: Duration = Duration::from_millis(500);
+
+/// Most records held in buffers before `poll` stops fetching.
+const MAX_BUFFERED: usize = 20_000;
+
+/// How often the positions the status views show are refreshed.
+const POSITIONS_EVERY: Duration = Duration::from_millis(200);
+
+/// One module's consumer: buffers what `poll` returns per partition and
+/// hands it out in offset order.
+pub struct KafkaInput {
+    module: String,
+    consumer: BaseConsumer<GroupContext>,
+    buffers: HashMap<(String, u32), VecDeque<Record>>,
+    assigned: HashSet<(String, u32)>,
+    /// Partitions just placed at a cursor.
+    placing: HashMap<(String, u32), Placing>,
+    /// Per partition: the cursor a gap was last seen at, and how often.
+    gaps: HashMap<(String, u32), (u64, u32)>,
+    ends: EndsWatcher,
+    last_commit: Instant,
+    buffered: usize,
+    /// The broker answered a fetch with a batch after the one holding the
+    /// offset asked for (see `placement.rs`).
+    skips_batches: bool,
+    /// The module's cursor in each held partition.
+    cursors: HashMap<(String, u32), u64>,
+    /// What the status views show, and every module's, to leave on drop.
+    positions: Positions,
+    registry: Arc<Mutex<HashMap<String, Positions>>>,
+    last_positions: Option<Instant>,
+}
+
+impl KafkaInput {
+    /// A consumer for `module`'s `topics`, in its group.
+    pub(super) fn new(
+        kafka: &Kafka,
+        module: &str,
+        topics: &[String],
+        positions: Positions,
+        registry: Arc<Mutex<HashMap<String, Positions>>>,
+    ) -> Result<KafkaInput, String> {
+        let ctx = GroupContext {
+            health: kafka.health(),
+            module: module.into(),
+            store: kafka.store.clone(),
+            events: Mutex::new(Vec::new()),
+            pending: Mutex::new(BTreeMap::new()),
+        };
+        let mut cfg = kafka.client_config();
+        cfg.set("group.id", kafka.group(module))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set_if_unset("session.timeout.ms", "10000")
+            .set_if_unset("partition.assignment.strategy", "range");
+        let consumer: BaseConsumer<GroupContext> = cfg
+            .create_with_context(ctx)
+            .map_err(|e| format!("cannot create a Kafka consumer for {module}: {e}"))?;
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&names)
+            .map_err(|e| format!("cannot subscribe {module} to {names:?}: {e}"))?;
+        Ok(KafkaInput {
+            module: module.into(),
+            consumer,
+            buffers: HashMap::new(),
+            assigned: HashSet::new(),
+            placing: HashMap::new(),
+            skips_batches: false,
+            gaps: HashMap::new(),
+            ends: EndsWatcher::start(kafka, module, topics)?,
+            last_commit: Instant::now(),
+            buffered: 0,
+            cursors: HashMap::new(),
+            positions,
+            registry,
+            last_positions: None,
+        })
+    }
+
+    /// Poll for up to `wait` (records go to the buffers; rebalances are
+    /// served). Returns the newly assigned partitions, placed.
+    fn poll_for(&mut self, wait: Duration) -> Vec<Placement> {
+        let deadline = Instant::now() + wait;
+        let mut first = true;
+        let mut fresh = Vec::new();
+        while self.buffered < MAX_BUFFERED {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let timeout = if first { left } else { Duration::ZERO };
+            first = false;
+            let polled = match self.consumer.poll(timeout) {
+                None => None,
+                Some(Err(e)) => Some(Err(e)),
+                Some(Ok(m)) => Some(Ok((
+                    (m.topic().to_string(), m.partition() as u32),
+                    record_of(&m),
+                ))),
+            };
+            // A rebalance served inside this poll comes before the record it
+            // returned (which may already be from a newly placed partition):
+            // apply it first, or that record would be thrown away with the
+            // partition's old buffer.
+            fresh.extend(self.apply_group_events());
+            match polled {
+                None => break,
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "Kafka consumer error; retrying");
+                    self.consumer.context().health.error(&e);
+                    break;
+                }
+                Some(Ok((key, rec))) => {
+                    self.consumer.context().health.ok();
+                    if !self.assigned.contains(&key) || !self.placed(&key, rec.offset) {
+                        continue;
+                    }
+                    let buf = self.buffers.entry(key).or_default();
+                    if buf.back().is_none_or(|b| b.offset < rec.offset) {
+                        buf.push_back(rec);
+                        self.buffered += 1;
+                    }
+                }
+            }
+        }
+        self.nudge_quiet_placements();
+        self.flush_commits(false);
+        self.publish_positions(!fresh.is_empty());
+        fresh
+    }
+
+    /// Whether a record at `offset` of a partition being placed may be used
+    /// (see `placement.rs`); if not, the partition was sought back.
+    fn placed(&mut self, key: &(String, u32), offset: u64) -> bool {
+        let Some(p) = self.placing.get_mut(key) else {
+            return true;
+        };
+        match p.on_record(offset) {
+            None => {
+                self.placing.remove(key);
+                true
+            }
+            Some(to) => {
+                // Only a broker that answers with a later batch does this (tansu).
+                self.skips_batches = true;
+                self.seek(key, to, Some(offset));
+                false
+            }
+        }
+    }
+
+    /// Seek a partition being placed to `to` (`got`: the record that came instead).
+    fn seek(&mut self, key: &(String, u32), to: u64, got: Option<u64>) {
+        tracing::debug!(topic = %key.0, partition = key.1, to, ?got, "fetch did not start at the cursor; seeking back");
+        if let Err(e) = self.consumer.seek(
+            &key.0,
+            key.1 as i32,
+            Offset::Offset(to as i64),
+            REQUEST_TIMEOUT,
+        ) {
+            tracing::warn!(topic = %key.0, partition = key.1, error = %e, "seek failed; reading on from where the broker is");
+            self.placing.remove(key);
+        }
+    }
+
+    /// A partition placed at a cursor inside the broker's last record batch
+    /// gets nothing back from tansu at all (there is no next batch to return
+    /// instead): when a placed partition stays quiet, seek back as if a later
+    /// batch had come — if the broker is known to answer that way, or reports
+    /// records past the cursor (tansu's high watermark can lag, so that alone
+    /// is not enough). On a broker that behaves, an idle partition is left
+    /// alone.
+    fn nudge_quiet_placements(&mut self) {
+        if self.placing.is_empty() {
+            return; // the usual case: nothing being placed, nothing to look up
+        }
+        let quiet: Vec<(String, u32)> = self
+            .placing
+            .iter()
+            .filter(|(k, p)| {
+                !p.exhausted()
+                    && p.since.elapsed() >= QUIET_PLACEMENT
+                    && (self.skips_batches || self.ends.end(k).is_some_and(|end| end > p.target))
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in quiet {
+            if let Some(to) = self.placing.get_mut(&k).map(Placing::seek_back) {
+                self.seek(&k, to, None);
+            }
+        }
+    }
+
+    fn apply_group_events(&mut self) -> Vec<Placement> {
+        let events = std::mem::take(&mut *self.consumer.context().events.lock().unwrap());
+        let mut fresh = Vec::new();
+        for e in events {
+            match e {
+                GroupEvent::Revoked(parts) => {
+                    for k in parts {
+                        if let Some(b) = self.buffers.remove(&k) {
+                            self.buffered -= b.len();
+                        }
+                        self.placing.remove(&k);
+                        self.assigned.remove(&k);
+                        self.cursors.remove(&k);
+                    }
+                }
+                GroupEvent::Assigned(parts) => {
+                    for pl in parts {
+                        let k = (pl.topic.clone(), pl.partition);
+                        if let Some(b) = self.buffers.remove(&k) {
+                            self.buffered -= b.len();
+                        }
+                        self.assigned.insert(k.clone());
+                        self.cursors.insert(k.clone(), pl.at);
+                        self.placing.insert(k, Placing::at(pl.at, 0));
+                        fresh.push(pl);
+                    }
+                }
+            }
+        }
+        fresh
+    }
+
+    /// Refresh what the status views show (at most every
+    /// [`POSITIONS_EVERY`], or at once after a rebalance).
+    fn publish_positions(&mut self, now: bool) {
+        if !now
+            && self
+                .last_positions
+                .is_some_and(|t| t.elapsed() < POSITIONS_EVERY)
+        {
+            return;
+        }
+        self.last_positions = Some(Instant::now());
+        let ends = self.ends.snapshot();
+        let mut pos = self.positions.lock().unwrap();
+        pos.clear();
+        for (key, end) in ends {
+            if self.assigned.contains(&key) {
+                let c = self.cursors.get(&key).copied().unwrap_or(0);
+                pos.insert(key, (c, end.max(c)));
+            }
+        }
+    }
+
+    /// Commit pending offsets to Kafka (at most every 200 ms unless `now`).
+    fn flush_commits(&mut self, now: bool) {
+        if !now && self.last_commit.elapsed() < Duration::from_millis(200) {
+            return;
+        }
+        self.last_commit = Instant::now();
+        let pending = std::mem::take(&mut *self.consumer.context().pending.lock().unwrap());
+        if pending.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for ((t, p), o) in &pending {
+            if self.assigned.contains(&(t.clone(), *p)) {
+                let _ = tpl.add_partition_offset(t, *p as i32, Offset::Offset(*o as i64));
+            }
+        }
+        if tpl.count() == 0 {
+            return;
+        }
+        let mode = if now {
+            CommitMode::Sync
+        } else {
+            CommitMode::Async
+        };
+        if let Err(e) = self.consumer.commit(&tpl, mode) {
+            tracing::debug!(error = %e, "Kafka offset commit failed; will retry");
+            let mut p = self.consumer.context().pending.lock().unwrap();
+            for (k, o) in pending {
+                p.entry(k).or_insert(o);
+            }
+        }
+    }
+}
+
+impl Input for KafkaInput {
+    fn partitions(&mut self, topic: &str) -> Option<u32> {
+        let md = self
+            .consumer
+            .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
+            .ok()?;
+        super::admin::partition_count(&md, topic)
+    }
+
+    fn bounds(&mut self, topic: &str, p: u32) -> Option<(u64, u64)> {
+        let (lo, hi) = self
+            .consumer
+            .fetch_watermarks(topic, p as i32, REQUEST_TIMEOUT)
+            .ok()?;
+        Some((lo.max(0) as u64, hi.max(0) as u64))
+    }
+
+    fn offset_for_time(&mut self, topic: &str, p: u32, ms: i64) -> Result<u64, TopicError> {
+        let mut tpl = TopicPartitionList::new();
+        let found = tpl
+            .add_partition_offset(topic, p as i32, Offset::Offset(ms))
+            .ok()
+            .and_then(|()| self.consumer.offsets_for_times(tpl, REQUEST_TIMEOUT).ok())
+            .and_then(|r| match r.find_partition(topic, p as i32)?.offset() {
+                Offset::Offset(o) if o >= 0 => Some(o as u64),
+                _ => None,
+            });
+        // No offset at or after the time: the end.
+        Ok(found
+            .or_else(|| self.bounds(topic, p).map(|b| b.1))
+            .unwrap_or(0))
+    }
+
+    fn poll(&mut self) -> Vec<Placement> {
+        self.poll_for(Duration::ZERO)
+    }
+
+    fn idle(&mut self, timeout: Duration) -> Vec<Placement> {
+        self.poll_for(timeout)
+    }
+
+    /// Records come out contiguous: if the next buffered record is beyond
+    /// `from`, the partition is placed at `from` again and nothing is
+    /// returned until the missing records arrive. Only after
+    /// [`MAX_REPLACEMENTS`] tries at the same offset is the gap taken as real
+    /// (retention, compaction) and the records beyond it returned.
+    fn read(
+        &mut self,
+        topic: &str,
+        p: u32,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<Record>, TopicError> {
+        let key = (topic.to_string(), p);
+        if self.placing.contains_key(&key) {
+            return Ok(Vec::new());
+        }
+        let Some(buf) = self.buffers.get_mut(&key) else {
+            return Ok(Vec::new());
+        };
+        while buf.front().is_some_and(|r| r.offset < from) {
+            buf.pop_front();
+            self.buffered -= 1;
+        }
+        if let Some(first) = buf.front().map(|r| r.offset)
+            && first > from
+        {
+            let tries = self.gaps.entry(key.clone()).or_insert((from, 0));
+            if tries.0 != from {
+                *tries = (from, 0);
+            }
+            tries.1 += 1;
+            if tries.1 <= MAX_REPLACEMENTS {
+                tracing::debug!(
+                    topic,
+                    partition = p,
+                    from,
+                    first,
+                    "gap in what the broker returned; reading again from the cursor"
+                );
+                self.buffered -= buf.len();
+                buf.clear();
+                self.placing.insert(key.clone(), Placing::at(from, 0));
+                self.seek(&key, from, None);
+                return Ok(Vec::new());
+            }
+            tracing::warn!(
+                topic,
+                partition = p,
+                from,
+                first,
+                "offsets {from}..{first} are not on the broker (retention or compaction); skipping them"
+            );
+        }
+        Ok(buf.iter().take(max).cloned().collect())
+    }
+
+    fn committed(&mut self, topic: &str, p: u32, next: u64) {
+        let key = (topic.to_string(), p);
+        if self.assigned.contains(&key) {
+            self.cursors.insert(key.clone(), next);
+        }
+        self.consumer
+            .context()
+            .pending
+            .lock()
+            .unwrap()
+            .insert(key, next);
+    }
+}
+
+impl Drop for KafkaInput {
+    fn drop(&mut self) {
+        self.flush_commits(true);
+        let mut registry = self.registry.lock().unwrap();
+        if registry
+            .get(&self.module)
+            .is_some_and(|p| Arc::ptr_eq(p, &self.positions))
+        {
+            registry.remove(&self.module);
+        }
+    }
+}
