@@ -54,33 +54,31 @@ pub(super) fn prepare<'a>(
     let mut cut = end;
     let mut seen_ids = HashSet::new();
     for (i, r) in records.iter().enumerate() {
-        if let Some(reason) = &r.invalid {
-            // A broker record that is not a CloudEvent: dead-letter it as is.
-            if events.is_empty() {
+        // A broker record that is not a CloudEvent (or, which cannot happen
+        // for frames this host wrote, a frame that does not decode).
+        let decoded = match &r.invalid {
+            Some(reason) => Err(reason.clone()),
+            None => {
+                let frame: &'a [u8] = match restored.get(i) {
+                    Some(Some(f)) => f,
+                    _ => &r.frame,
+                };
+                EventRef::decode(frame)
+                    .map(|ev| (frame, ev))
+                    .map_err(|e| e.to_string())
+            }
+        };
+        let (frame, ev) = match decoded {
+            Ok(d) => d,
+            // Never dropped silently: dead-lettered as it is, alone.
+            Err(reason) if events.is_empty() => {
                 return Ok(Read::Undecodable {
                     offset: r.offset,
                     frame: &r.frame,
-                    reason: reason.clone(),
+                    reason,
                 });
             }
-            cut = r.offset;
-            break;
-        }
-        let frame: &'a [u8] = match restored.get(i) {
-            Some(Some(f)) => f,
-            _ => &r.frame,
-        };
-        let ev = match EventRef::decode(frame) {
-            Ok(ev) => ev,
-            Err(e) => {
-                // Cannot happen for frames this host wrote; never drop it silently.
-                if events.is_empty() {
-                    return Ok(Read::Undecodable {
-                        offset: r.offset,
-                        frame: &r.frame,
-                        reason: e.to_string(),
-                    });
-                }
+            Err(_) => {
                 cut = r.offset;
                 break;
             }

@@ -100,6 +100,21 @@ pub struct Produced {
     pub offset: u64,
 }
 
+impl Produced {
+    /// Where an event with `id` went (the id a reader gives it if empty).
+    pub fn new(topic: &str, id: String, partition: u32, offset: u64) -> Produced {
+        Produced {
+            id: if id.is_empty() {
+                format!("{topic}/{partition}/{offset}")
+            } else {
+                id
+            },
+            partition,
+            offset,
+        }
+    }
+}
+
 /// The retained offsets of one partition: `first` is the oldest, `end` the
 /// next to be written.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]

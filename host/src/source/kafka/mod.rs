@@ -364,16 +364,7 @@ impl Topics for Kafka {
         Ok(events
             .into_iter()
             .zip(placed)
-            .map(|(e, (partition, offset))| Produced {
-                // The id a reader gives a record that came without one.
-                id: if e.id.is_empty() {
-                    format!("{topic}/{partition}/{offset}")
-                } else {
-                    e.id
-                },
-                partition,
-                offset,
-            })
+            .map(|(e, (partition, offset))| Produced::new(topic, e.id, partition, offset))
             .collect())
     }
 

@@ -174,15 +174,7 @@ impl Topics for EventLog {
         Ok(placed
             .into_iter()
             .zip(ids)
-            .map(|((partition, offset), id)| Produced {
-                id: if id.is_empty() {
-                    format!("{topic}/{partition}/{offset}")
-                } else {
-                    id
-                },
-                partition,
-                offset,
-            })
+            .map(|((partition, offset), id)| Produced::new(topic, id, partition, offset))
             .collect())
     }
 
