@@ -14,6 +14,7 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 
 use crate::config::HostConfig;
+use client::Api;
 
 /// Sluice: a WebAssembly stream-processor host with exactly-once state.
 #[derive(Parser, Debug)]
@@ -21,9 +22,18 @@ use crate::config::HostConfig;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Where a client command finds the host, and how it proves it may change
+/// things: flattened into every command that talks to a running host.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ApiArgs {
+    /// Host API address.
+    #[arg(long, env = "SLUICE_ADDR", default_value = "http://127.0.0.1:7070")]
+    pub addr: String,
     /// API token for requests that change something (the host's `[api] token`,
     /// or what it generated into `<data-dir>/api-token`).
-    #[arg(long, global = true, env = "SLUICE_API_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "SLUICE_API_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 }
 
@@ -58,6 +68,9 @@ pub enum Command {
         /// Log as JSON lines (same as --log-format json).
         #[arg(long)]
         log_json: bool,
+        /// API token, overriding `[api] token` (at least 16 characters).
+        #[arg(long, env = "SLUICE_API_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// Deploy a module directory (or its module.toml) to a running host, or
     /// upgrade the module to it. Nothing changes if the host refuses it.
@@ -68,9 +81,8 @@ pub enum Command {
         /// time or an offset (overrides the manifest's `start`).
         #[arg(long)]
         start: Option<String>,
-        /// Host API address.
-        #[arg(long, env = "SLUICE_ADDR", default_value = "http://127.0.0.1:7070")]
-        addr: String,
+        #[command(flatten)]
+        api: ApiArgs,
     },
     /// Create a module directory (source, manifest, a test, the pinned build)
     /// that builds and passes its test at once.
@@ -107,9 +119,8 @@ pub enum Command {
         /// The version to return to (default: the revision before the current one).
         #[arg(long)]
         to: Option<String>,
-        /// Host API address.
-        #[arg(long, env = "SLUICE_ADDR", default_value = "http://127.0.0.1:7070")]
-        addr: String,
+        #[command(flatten)]
+        api: ApiArgs,
     },
     /// Stop and unload a module. Its state is kept unless --purge.
     Undeploy {
@@ -118,17 +129,15 @@ pub enum Command {
         /// Also delete its state, idempotency set and cursors.
         #[arg(long)]
         purge: bool,
-        /// Host API address.
-        #[arg(long, env = "SLUICE_ADDR", default_value = "http://127.0.0.1:7070")]
-        addr: String,
+        #[command(flatten)]
+        api: ApiArgs,
     },
     /// Stop a module consuming (kept across restarts) until `sluice resume`.
     Pause {
         /// Module name.
         module: String,
-        /// Host API address.
-        #[arg(long, env = "SLUICE_ADDR", default_value = "http://127.0.0.1:7070")]
-        addr: String,
+        #[command(flatten)]
+        api: ApiArgs,
     },
     /// Move a module's cursors to a time or offset and read from there again.
     /// Without --reset-state, events it already applied are skipped (its
@@ -145,9 +154,8 @@ pub enum Command {
         /// Return at once instead of showing progress until it has caught up.
         #[arg(long)]
         no_wait: bool,
-        /// Host API address.
-        #[arg(long, env = "SLUICE_ADDR", default_value = "http://127.0.0.1:7070")]
-        addr: String,
+        #[command(flatten)]
+        api: ApiArgs,
     },
     /// Append events to a topic: JSON lines (CloudEvents structured mode) from a file or stdin.
     Produce {
@@ -159,9 +167,8 @@ pub enum Command {
         /// Events per request.
         #[arg(long, default_value_t = 500)]
         batch: usize,
-        /// Host API address.
-        #[arg(long, env = "SLUICE_ADDR", default_value = "http://127.0.0.1:7070")]
-        addr: String,
+        #[command(flatten)]
+        api: ApiArgs,
     },
     /// Print the events a topic holds, then (unless --no-follow) what it receives.
     Tail {
@@ -176,9 +183,8 @@ pub enum Command {
         /// One short line per event (partition/offset, type, key, data) instead of JSON.
         #[arg(long)]
         short: bool,
-        /// Host API address.
-        #[arg(long, env = "SLUICE_ADDR", default_value = "http://127.0.0.1:7070")]
-        addr: String,
+        #[command(flatten)]
+        api: ApiArgs,
     },
     /// Print the host's status (outbox backlog, total lag, idle) as JSON.
     Status {
@@ -186,17 +192,15 @@ pub enum Command {
         /// processed and published); exit 1 if it is not.
         #[arg(long, value_name = "SECS")]
         wait_idle: Option<u64>,
-        /// Host API address.
-        #[arg(long, env = "SLUICE_ADDR", default_value = "http://127.0.0.1:7070")]
-        addr: String,
+        #[command(flatten)]
+        api: ApiArgs,
     },
     /// Bring a paused or quarantined module back; it continues from where it stopped.
     Resume {
         /// Module name.
         module: String,
-        /// Host API address.
-        #[arg(long, env = "SLUICE_ADDR", default_value = "http://127.0.0.1:7070")]
-        addr: String,
+        #[command(flatten)]
+        api: ApiArgs,
     },
     /// Inspect, replay and purge a module's dead letters.
     Dlq {
@@ -211,9 +215,8 @@ pub enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
-        /// Host API address.
-        #[arg(long, env = "SLUICE_ADDR", default_value = "http://127.0.0.1:7070")]
-        addr: String,
+        #[command(flatten)]
+        api: ApiArgs,
     },
 }
 
@@ -224,9 +227,8 @@ pub enum DlqCommand {
     Ls {
         /// Module name.
         module: String,
-        /// Host API address.
-        #[arg(long, env = "SLUICE_ADDR", default_value = "http://127.0.0.1:7070")]
-        addr: String,
+        #[command(flatten)]
+        api: ApiArgs,
     },
     /// Print dead letters as JSON lines (all, or those of the given event ids).
     Show {
@@ -238,9 +240,8 @@ pub enum DlqCommand {
         /// At most this many (per id).
         #[arg(long, default_value_t = 100)]
         limit: usize,
-        /// Host API address.
-        #[arg(long, env = "SLUICE_ADDR", default_value = "http://127.0.0.1:7070")]
-        addr: String,
+        #[command(flatten)]
+        api: ApiArgs,
     },
     /// Send dead letters back through the module. Idempotent: an event
     /// already applied is skipped, so replaying twice applies nothing twice.
@@ -259,25 +260,20 @@ pub enum DlqCommand {
         /// Return once queued, without waiting for the module to read them.
         #[arg(long)]
         no_wait: bool,
-        /// Host API address.
-        #[arg(long, env = "SLUICE_ADDR", default_value = "http://127.0.0.1:7070")]
-        addr: String,
+        #[command(flatten)]
+        api: ApiArgs,
     },
     /// Delete the dead letters a module has now.
     Purge {
         /// Module name.
         module: String,
-        /// Host API address.
-        #[arg(long, env = "SLUICE_ADDR", default_value = "http://127.0.0.1:7070")]
-        addr: String,
+        #[command(flatten)]
+        api: ApiArgs,
     },
 }
 
 /// Run the parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Some(t) = cli.token.clone() {
-        client::set_token(t);
-    }
     match cli.command {
         Command::Run {
             config,
@@ -288,13 +284,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             shutdown_timeout,
             log_format,
             log_json,
+            token,
         } => {
             crate::telemetry::init(log_json || log_format == "json");
             let overrides = Overrides {
                 data_dir,
                 modules_dir,
                 listen,
-                token: cli.token,
+                token,
                 kafka_bootstrap_servers,
                 shutdown_timeout,
             };
@@ -305,38 +302,32 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             topic,
             file,
             batch,
-            addr,
-        } => produce(&addr, &topic, file, batch.max(1)),
+            api,
+        } => produce(&Api::new(&api), &topic, file, batch.max(1)),
         Command::Tail {
             topic,
             latest,
             no_follow,
             short,
-            addr,
-        } => tail(&addr, &topic, latest, !no_follow, short),
-        Command::Status { wait_idle, addr } => status(&addr, wait_idle),
-        Command::Modules { module, json, addr } => match module {
+            api,
+        } => tail(&Api::new(&api), &topic, latest, !no_follow, short),
+        Command::Status { wait_idle, api } => status(&Api::new(&api), wait_idle),
+        Command::Modules { module, json, api } => match module {
             Some(m) => {
-                let v = client::Api::new(&addr).get(&format!("/v1/modules/{m}"))?;
+                let v = Api::new(&api).get(&format!("/v1/modules/{m}"))?;
                 println!("{}", serde_json::to_string_pretty(&v)?);
                 Ok(())
             }
-            None => modules(&addr, json),
+            None => modules(&Api::new(&api), json),
         },
         Command::Dlq { command } => dlq::run(command),
-        Command::Resume { module, addr } => lifecycle::resume(&client::Api::new(&addr), &module),
-        Command::Deploy { path, start, addr } => {
-            lifecycle::deploy(&client::Api::new(&addr), &path, start)
+        Command::Resume { module, api } => lifecycle::resume(&Api::new(&api), &module),
+        Command::Deploy { path, start, api } => lifecycle::deploy(&Api::new(&api), &path, start),
+        Command::Rollback { module, to, api } => lifecycle::rollback(&Api::new(&api), &module, to),
+        Command::Undeploy { module, purge, api } => {
+            lifecycle::undeploy(&Api::new(&api), &module, purge)
         }
-        Command::Rollback { module, to, addr } => {
-            lifecycle::rollback(&client::Api::new(&addr), &module, to)
-        }
-        Command::Undeploy {
-            module,
-            purge,
-            addr,
-        } => lifecycle::undeploy(&client::Api::new(&addr), &module, purge),
-        Command::Pause { module, addr } => lifecycle::pause(&client::Api::new(&addr), &module),
+        Command::Pause { module, api } => lifecycle::pause(&Api::new(&api), &module),
         Command::New {
             name,
             lang,
@@ -350,14 +341,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             to,
             reset_state,
             no_wait,
-            addr,
-        } => lifecycle::rewind(
-            &client::Api::new(&addr),
-            &module,
-            &to,
-            reset_state,
-            !no_wait,
-        ),
+            api,
+        } => lifecycle::rewind(&Api::new(&api), &module, &to, reset_state, !no_wait),
     }
 }
 
@@ -519,7 +504,7 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-fn produce(addr: &str, topic: &str, file: Option<PathBuf>, batch: usize) -> anyhow::Result<()> {
+fn produce(api: &Api, topic: &str, file: Option<PathBuf>, batch: usize) -> anyhow::Result<()> {
     let reader: Box<dyn BufRead> = match &file {
         Some(f) => Box::new(std::io::BufReader::new(
             std::fs::File::open(f).with_context(|| format!("cannot open {}", f.display()))?,
@@ -530,7 +515,6 @@ fn produce(addr: &str, topic: &str, file: Option<PathBuf>, batch: usize) -> anyh
         .as_ref()
         .map(|f| f.display().to_string())
         .unwrap_or_else(|| "stdin".into());
-    let api = client::Api::new(addr);
     let mut chunk: Vec<serde_json::Value> = Vec::with_capacity(batch);
     let mut lines: Vec<usize> = Vec::with_capacity(batch);
     let mut total = 0usize;
@@ -556,8 +540,7 @@ fn produce(addr: &str, topic: &str, file: Option<PathBuf>, batch: usize) -> anyh
     Ok(())
 }
 
-fn status(addr: &str, wait_idle: Option<u64>) -> anyhow::Result<()> {
-    let api = client::Api::new(addr);
+fn status(api: &Api, wait_idle: Option<u64>) -> anyhow::Result<()> {
     let deadline =
         std::time::Instant::now() + std::time::Duration::from_secs(wait_idle.unwrap_or(0));
     loop {
@@ -597,8 +580,7 @@ fn short_line(e: &serde_json::Value) -> String {
     line
 }
 
-fn tail(addr: &str, topic: &str, latest: bool, follow: bool, short: bool) -> anyhow::Result<()> {
-    let api = client::Api::new(addr);
+fn tail(api: &Api, topic: &str, latest: bool, follow: bool, short: bool) -> anyhow::Result<()> {
     let info = api.topic(topic)?;
     let mut next: Vec<u64> = info
         .iter()
@@ -627,8 +609,7 @@ fn tail(addr: &str, topic: &str, latest: bool, follow: bool, short: bool) -> any
     }
 }
 
-fn modules(addr: &str, json: bool) -> anyhow::Result<()> {
-    let api = client::Api::new(addr);
+fn modules(api: &Api, json: bool) -> anyhow::Result<()> {
     let mods = api.modules()?;
     if json {
         println!("{}", serde_json::to_string_pretty(&mods)?);
