@@ -4,9 +4,10 @@
 mod client;
 mod dlq;
 mod lifecycle;
+mod modules;
 mod scaffold;
+mod topics;
 
-use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -303,22 +304,18 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             file,
             batch,
             api,
-        } => produce(&Api::new(&api), &topic, file, batch.max(1)),
+        } => topics::produce(&Api::new(&api), &topic, file, batch.max(1)),
         Command::Tail {
             topic,
             latest,
             no_follow,
             short,
             api,
-        } => tail(&Api::new(&api), &topic, latest, !no_follow, short),
-        Command::Status { wait_idle, api } => status(&Api::new(&api), wait_idle),
+        } => topics::tail(&Api::new(&api), &topic, latest, !no_follow, short),
+        Command::Status { wait_idle, api } => modules::status(&Api::new(&api), wait_idle),
         Command::Modules { module, json, api } => match module {
-            Some(m) => {
-                let v = Api::new(&api).get(&format!("/v1/modules/{m}"))?;
-                println!("{}", serde_json::to_string_pretty(&v)?);
-                Ok(())
-            }
-            None => modules(&Api::new(&api), json),
+            Some(m) => modules::show(&Api::new(&api), &m),
+            None => modules::list(&Api::new(&api), json),
         },
         Command::Dlq { command } => dlq::run(command),
         Command::Resume { module, api } => lifecycle::resume(&Api::new(&api), &module),
@@ -502,156 +499,6 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
-}
-
-fn produce(api: &Api, topic: &str, file: Option<PathBuf>, batch: usize) -> anyhow::Result<()> {
-    let reader: Box<dyn BufRead> = match &file {
-        Some(f) => Box::new(std::io::BufReader::new(
-            std::fs::File::open(f).with_context(|| format!("cannot open {}", f.display()))?,
-        )),
-        None => Box::new(std::io::stdin().lock()),
-    };
-    let what = file
-        .as_ref()
-        .map(|f| f.display().to_string())
-        .unwrap_or_else(|| "stdin".into());
-    let mut chunk: Vec<serde_json::Value> = Vec::with_capacity(batch);
-    let mut lines: Vec<usize> = Vec::with_capacity(batch);
-    let mut total = 0usize;
-    for (i, line) in reader.lines().enumerate() {
-        let line = line.with_context(|| format!("cannot read {what}"))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let v: serde_json::Value = serde_json::from_str(&line)
-            .with_context(|| format!("{what}:{}: not valid JSON", i + 1))?;
-        chunk.push(v);
-        lines.push(i + 1);
-        if chunk.len() >= batch {
-            total += api.produce(topic, &chunk, &what, &lines)?;
-            chunk.clear();
-            lines.clear();
-        }
-    }
-    if !chunk.is_empty() {
-        total += api.produce(topic, &chunk, &what, &lines)?;
-    }
-    eprintln!("produced {total} events to {topic}");
-    Ok(())
-}
-
-fn status(api: &Api, wait_idle: Option<u64>) -> anyhow::Result<()> {
-    let deadline =
-        std::time::Instant::now() + std::time::Duration::from_secs(wait_idle.unwrap_or(0));
-    loop {
-        let s = api.status()?;
-        let idle = s["idle"].as_bool().unwrap_or(false);
-        if idle || wait_idle.is_none() || std::time::Instant::now() >= deadline {
-            println!("{s}");
-            if wait_idle.is_some() && !idle {
-                bail!("the host is not idle after {}s", wait_idle.unwrap_or(0));
-            }
-            return Ok(());
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-}
-
-fn short_line(e: &serde_json::Value) -> String {
-    let data = match (&e["data"], &e["data_base64"]) {
-        (serde_json::Value::Null, serde_json::Value::Null) => String::new(),
-        (serde_json::Value::Null, b) => format!("base64:{}", b.as_str().unwrap_or("")),
-        (d, _) => d.to_string(),
-    };
-    let mut line = format!(
-        "{}/{} {} key={} {}",
-        e["partition"],
-        e["offset"],
-        e["type"].as_str().unwrap_or(""),
-        e["partitionkey"].as_str().unwrap_or("-"),
-        data
-    );
-    if let Some(class) = e["headers"]["sluice.dlq.class"].as_str() {
-        line.push_str(&format!(
-            "  [dead letter: {class}: {}]",
-            e["headers"]["sluice.dlq.message"].as_str().unwrap_or("")
-        ));
-    }
-    line
-}
-
-fn tail(api: &Api, topic: &str, latest: bool, follow: bool, short: bool) -> anyhow::Result<()> {
-    let info = api.topic(topic)?;
-    let mut next: Vec<u64> = info
-        .iter()
-        .map(|(_, first, end)| if latest { *end } else { *first })
-        .collect();
-    let stdout = std::io::stdout();
-    loop {
-        let mut got = 0;
-        for (p, from) in next.iter_mut().enumerate() {
-            let wait = if follow && p == 0 { 500 } else { 0 };
-            let (events, n) = api.read(topic, p as u32, *from, 1000, wait)?;
-            let mut out = stdout.lock();
-            for e in &events {
-                if short {
-                    writeln!(out, "{}", short_line(e))?;
-                } else {
-                    writeln!(out, "{e}")?;
-                }
-            }
-            got += events.len();
-            *from = n;
-        }
-        if got == 0 && !follow {
-            return Ok(());
-        }
-    }
-}
-
-fn modules(api: &Api, json: bool) -> anyhow::Result<()> {
-    let mods = api.modules()?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&mods)?);
-        return Ok(());
-    }
-    println!(
-        "{:<16} {:<10} {:<10} {:>10} {:>12} {:>8}  CURSORS (topic/partition: cursor, lag)",
-        "MODULE", "VERSION", "STATUS", "STATE KEYS", "STATE BYTES", "LAG"
-    );
-    for m in mods {
-        let lag: u64 = m.partitions.iter().map(|p| p.lag).sum();
-        let cursors: Vec<String> = m
-            .partitions
-            .iter()
-            .map(|p| format!("{}/{}: {} ({})", p.topic, p.partition, p.cursor, p.lag))
-            .collect();
-        let status = if m.status.len() > 10 {
-            &m.status[..10]
-        } else {
-            &m.status
-        };
-        println!(
-            "{:<16} {:<10} {:<10} {:>10} {:>12} {:>8}  {}",
-            m.name,
-            m.version.as_deref().unwrap_or("-"),
-            status,
-            m.state
-                .as_ref()
-                .map(|s| s.keys.to_string())
-                .unwrap_or_else(|| "-".into()),
-            m.state
-                .as_ref()
-                .map(|s| s.bytes.to_string())
-                .unwrap_or_else(|| "-".into()),
-            lag,
-            cursors.join(", ")
-        );
-        if m.status.starts_with("failed") {
-            println!("  {}", m.status);
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
