@@ -17,7 +17,8 @@
 //! - [`state`]: the RocksDB layout and the transaction overlay.
 //! - [`sink`]: the outbox relay. [`dlq`]: dead-letter records.
 //! - [`deploy`]: the component store and the module registry (revisions).
-//! - [`admin`]: the HTTP API. [`cli`]: the `sluice` command. [`config`]: files.
+//! - [`admin`]: the HTTP API. [`server`]: the host process (`sluice run`).
+//! - [`cli`]: the `sluice` command. [`config`]: files.
 
 pub mod admin;
 pub mod cli;
@@ -26,6 +27,7 @@ pub mod deploy;
 pub mod dlq;
 pub mod pipeline;
 pub mod runtime;
+pub mod server;
 mod service;
 pub mod sink;
 pub mod source;
