@@ -1,5 +1,10 @@
-//! The `sluice` command line. `run` is the host; every other command is a
-//! client of a running host's HTTP API.
+//! The `sluice` command line: the clap tree and [`run`], which dispatches
+//! each command.
+//!
+//! `run` starts the host ([`crate::server`]); `new`, `build` and `test` work
+//! on a module directory (`scaffold.rs`); every other command is a client of
+//! a running host's HTTP API (`client.rs`), taking [`ApiArgs`], with its body
+//! in `topics.rs`, `modules.rs`, `lifecycle.rs` or `dlq.rs`.
 
 mod client;
 mod dlq;
