@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building Sluice needs on a fresh machine: the wasm32-wasip2
 # Rust target (guest modules) and libclang (bindgen, for the rocksdb crate).
+# Nothing else: the quickstart runs this first and needs no more. What only
+# the tests need (the Kafka broker, the JavaScript and Python toolchains) is
+# installed by scripts/test.sh.
 set -euo pipefail
 
 if ! rustup target list --installed | grep -qx wasm32-wasip2; then
@@ -27,12 +30,3 @@ if ! have_libclang; then
     exit 1
   fi
 fi
-
-# The Kafka tests run against a real broker: tansu, built with cargo once
-# (~8 minutes on 2 cores) and then found in ~/.cargo/bin.
-"$(dirname "$0")/kafka-broker.sh" install
-
-# JavaScript and Python modules are built with pinned toolchains from the npm
-# registry and PyPI, installed once into ~/.cache/sluice-tools (keyed by the
-# lock files in guest-sdk/js and guest-sdk/python).
-"$(dirname "$0")/guest-tools.sh" install

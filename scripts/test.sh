@@ -4,5 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
+# The Kafka tests run against a real broker: tansu, built with cargo once
+# (~8 minutes on 2 cores) and then found in ~/.cargo/bin.
+scripts/kafka-broker.sh install
+# The tests build JavaScript and Python modules with pinned toolchains from
+# the npm registry and PyPI, installed once into ~/.cache/sluice-tools (keyed
+# by the lock files in guest-sdk/js and guest-sdk/python).
+scripts/guest-tools.sh install
 . scripts/env.sh
 cargo test --release --workspace "$@"

@@ -24,7 +24,8 @@
 //! - [`dlq`]: dead-letter records, replay.
 //! - [`deploy`]: the registry, the component store, the module lifecycle,
 //!   status views, the watched directory.
-//! - [`admin`]: the HTTP API. [`cli`]: the `sluice` command. [`config`]: files.
+//! - [`admin`]: the HTTP API. [`server`]: the host process (`sluice run`).
+//! - [`cli`]: the `sluice` command. [`config`]: files.
 
 pub mod admin;
 pub mod backends;
@@ -34,6 +35,7 @@ pub mod deploy;
 pub mod dlq;
 pub mod pipeline;
 pub mod runtime;
+pub mod server;
 mod service;
 pub mod sink;
 pub mod source;

@@ -3,20 +3,13 @@
 use anyhow::{Context as _, bail};
 use serde_json::Value;
 
+use super::ApiArgs;
 use crate::ModuleInfo;
 
 pub(crate) struct Api {
     base: String,
     agent: ureq::Agent,
     token: Option<String>,
-}
-
-/// The token given with `--token` (else `SLUICE_API_TOKEN` is read).
-static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-
-/// Use `token` for every mutating request of this process.
-pub(crate) fn set_token(token: String) {
-    let _ = TOKEN.set(token);
 }
 
 fn describe(addr: &str, e: ureq::Error) -> anyhow::Error {
@@ -42,17 +35,15 @@ fn describe(addr: &str, e: ureq::Error) -> anyhow::Error {
 }
 
 impl Api {
-    pub(crate) fn new(addr: &str) -> Api {
+    /// A client of the host at `args.addr`, sending `args.token` (if not
+    /// blank) with every request that changes something.
+    pub(crate) fn new(args: &ApiArgs) -> Api {
         Api {
-            base: addr.trim_end_matches('/').to_string(),
+            base: args.addr.trim_end_matches('/').to_string(),
             agent: ureq::AgentBuilder::new()
                 .timeout(std::time::Duration::from_secs(60))
                 .build(),
-            token: TOKEN
-                .get()
-                .cloned()
-                .or_else(|| std::env::var("SLUICE_API_TOKEN").ok())
-                .filter(|t| !t.trim().is_empty()),
+            token: args.token.clone().filter(|t| !t.trim().is_empty()),
         }
     }
 

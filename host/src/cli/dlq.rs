@@ -14,23 +14,23 @@ const MAX_LIST: usize = 1_000_000;
 
 pub(super) fn run(cmd: DlqCommand) -> anyhow::Result<()> {
     match cmd {
-        DlqCommand::Ls { module, addr } => ls(&Api::new(&addr), &module),
+        DlqCommand::Ls { module, api } => ls(&Api::new(&api), &module),
         DlqCommand::Show {
             module,
             ids,
             limit,
-            addr,
-        } => show(&Api::new(&addr), &module, &ids, limit),
+            api,
+        } => show(&Api::new(&api), &module, &ids, limit),
         DlqCommand::Replay {
             module,
             ids,
             all,
             rate,
             no_wait,
-            addr,
-        } => replay(&Api::new(&addr), &module, ids, all, rate, !no_wait),
-        DlqCommand::Purge { module, addr } => {
-            let v = Api::new(&addr).post(&format!("/v1/modules/{module}/dlq/purge"), None)?;
+            api,
+        } => replay(&Api::new(&api), &module, ids, all, rate, !no_wait),
+        DlqCommand::Purge { module, api } => {
+            let v = Api::new(&api).post(&format!("/v1/modules/{module}/dlq/purge"), None)?;
             eprintln!(
                 "purged {} dead letters of {module}",
                 v["purged"].as_u64().unwrap_or(0)

@@ -1,19 +1,24 @@
-//! The `sluice` command line. `run` is the host; every other command is a
-//! client of a running host's HTTP API.
+//! The `sluice` command line: the clap tree and [`run`], which dispatches
+//! each command.
+//!
+//! `run` starts the host ([`crate::server`]); `new`, `build` and `test` work
+//! on a module directory (`scaffold.rs`); every other command is a client of
+//! a running host's HTTP API (`client.rs`), taking [`ApiArgs`], with its body
+//! in `topics.rs`, `modules.rs`, `lifecycle.rs` or `dlq.rs`.
 
 mod client;
 mod dlq;
 mod lifecycle;
+mod modules;
 mod scaffold;
+mod topics;
 
-use std::io::{BufRead, Write};
 use std::path::PathBuf;
-use std::time::Duration;
 
-use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 
-use crate::config::HostConfig;
+use crate::config::{Overrides, host_config};
+use client::Api;
 
 /// Sluice: a WebAssembly stream-processor host with exactly-once state.
 #[derive(Parser, Debug)]
@@ -21,9 +26,18 @@ use crate::config::HostConfig;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Where a client command finds the host, and how it proves it may change
+/// things: flattened into every command that talks to a running host.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ApiArgs {
+    /// Host API address.
+    #[arg(long, env = "SLUICE_ADDR", default_value = "http://127.0.0.1:7070")]
+    pub addr: String,
     /// API token for requests that change something (the host's `[api] token`,
     /// or what it generated into `<data-dir>/api-token`).
-    #[arg(long, global = true, env = "SLUICE_API_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "SLUICE_API_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 }
 
@@ -58,6 +72,9 @@ pub enum Command {
         /// Log as JSON lines (same as --log-format json).
         #[arg(long)]
         log_json: bool,
+        /// API token, overriding `[api] token` (at least 16 characters).
+        #[arg(long, env = "SLUICE_API_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// Deploy a module directory (or its module.toml) to a running host, or
     /// upgrade the module to it. Nothing changes if the host refuses it.
@@ -68,9 +85,8 @@ pub enum Command {
         /// time or an offset (overrides the manifest's `start`).
         #[arg(long)]
         start: Option<String>,
-        /// Host API address.
-        #[arg(long, env = "SLUICE_ADDR", default_value = "http://127.0.0.1:7070")]
-        addr: String,
+        #[command(flatten)]
+        api: ApiArgs,
     },
     /// Create a module directory (source, manifest, a test, the pinned build)
     /// that builds and passes its test at once.
@@ -107,9 +123,8 @@ pub enum Command {
         /// The version to return to (default: the revision before the current one).
         #[arg(long)]
         to: Option<String>,
-        /// Host API address.
-        #[arg(long, env = "SLUICE_ADDR", default_value = "http://127.0.0.1:7070")]
-        addr: String,
+        #[command(flatten)]
+        api: ApiArgs,
     },
     /// Stop and unload a module. Its state is kept unless --purge.
     Undeploy {
@@ -118,17 +133,15 @@ pub enum Command {
         /// Also delete its state, idempotency set and cursors.
         #[arg(long)]
         purge: bool,
-        /// Host API address.
-        #[arg(long, env = "SLUICE_ADDR", default_value = "http://127.0.0.1:7070")]
-        addr: String,
+        #[command(flatten)]
+        api: ApiArgs,
     },
     /// Stop a module consuming (kept across restarts) until `sluice resume`.
     Pause {
         /// Module name.
         module: String,
-        /// Host API address.
-        #[arg(long, env = "SLUICE_ADDR", default_value = "http://127.0.0.1:7070")]
-        addr: String,
+        #[command(flatten)]
+        api: ApiArgs,
     },
     /// Move a module's cursors to a time or offset and read from there again.
     /// Without --reset-state, events it already applied are skipped (its
@@ -145,9 +158,8 @@ pub enum Command {
         /// Return at once instead of showing progress until it has caught up.
         #[arg(long)]
         no_wait: bool,
-        /// Host API address.
-        #[arg(long, env = "SLUICE_ADDR", default_value = "http://127.0.0.1:7070")]
-        addr: String,
+        #[command(flatten)]
+        api: ApiArgs,
     },
     /// Append events to a topic: JSON lines (CloudEvents structured mode) from a file or stdin.
     Produce {
@@ -159,9 +171,8 @@ pub enum Command {
         /// Events per request.
         #[arg(long, default_value_t = 500)]
         batch: usize,
-        /// Host API address.
-        #[arg(long, env = "SLUICE_ADDR", default_value = "http://127.0.0.1:7070")]
-        addr: String,
+        #[command(flatten)]
+        api: ApiArgs,
     },
     /// Print the events a topic holds, then (unless --no-follow) what it receives.
     Tail {
@@ -176,9 +187,8 @@ pub enum Command {
         /// One short line per event (partition/offset, type, key, data) instead of JSON.
         #[arg(long)]
         short: bool,
-        /// Host API address.
-        #[arg(long, env = "SLUICE_ADDR", default_value = "http://127.0.0.1:7070")]
-        addr: String,
+        #[command(flatten)]
+        api: ApiArgs,
     },
     /// Print the host's status (outbox backlog, total lag, idle) as JSON.
     Status {
@@ -186,17 +196,15 @@ pub enum Command {
         /// processed and published); exit 1 if it is not.
         #[arg(long, value_name = "SECS")]
         wait_idle: Option<u64>,
-        /// Host API address.
-        #[arg(long, env = "SLUICE_ADDR", default_value = "http://127.0.0.1:7070")]
-        addr: String,
+        #[command(flatten)]
+        api: ApiArgs,
     },
     /// Bring a paused or quarantined module back; it continues from where it stopped.
     Resume {
         /// Module name.
         module: String,
-        /// Host API address.
-        #[arg(long, env = "SLUICE_ADDR", default_value = "http://127.0.0.1:7070")]
-        addr: String,
+        #[command(flatten)]
+        api: ApiArgs,
     },
     /// Inspect, replay and purge a module's dead letters.
     Dlq {
@@ -211,9 +219,8 @@ pub enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
-        /// Host API address.
-        #[arg(long, env = "SLUICE_ADDR", default_value = "http://127.0.0.1:7070")]
-        addr: String,
+        #[command(flatten)]
+        api: ApiArgs,
     },
 }
 
@@ -224,9 +231,8 @@ pub enum DlqCommand {
     Ls {
         /// Module name.
         module: String,
-        /// Host API address.
-        #[arg(long, env = "SLUICE_ADDR", default_value = "http://127.0.0.1:7070")]
-        addr: String,
+        #[command(flatten)]
+        api: ApiArgs,
     },
     /// Print dead letters as JSON lines (all, or those of the given event ids).
     Show {
@@ -238,9 +244,8 @@ pub enum DlqCommand {
         /// At most this many (per id).
         #[arg(long, default_value_t = 100)]
         limit: usize,
-        /// Host API address.
-        #[arg(long, env = "SLUICE_ADDR", default_value = "http://127.0.0.1:7070")]
-        addr: String,
+        #[command(flatten)]
+        api: ApiArgs,
     },
     /// Send dead letters back through the module. Idempotent: an event
     /// already applied is skipped, so replaying twice applies nothing twice.
@@ -259,25 +264,20 @@ pub enum DlqCommand {
         /// Return once queued, without waiting for the module to read them.
         #[arg(long)]
         no_wait: bool,
-        /// Host API address.
-        #[arg(long, env = "SLUICE_ADDR", default_value = "http://127.0.0.1:7070")]
-        addr: String,
+        #[command(flatten)]
+        api: ApiArgs,
     },
     /// Delete the dead letters a module has now.
     Purge {
         /// Module name.
         module: String,
-        /// Host API address.
-        #[arg(long, env = "SLUICE_ADDR", default_value = "http://127.0.0.1:7070")]
-        addr: String,
+        #[command(flatten)]
+        api: ApiArgs,
     },
 }
 
 /// Run the parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Some(t) = cli.token.clone() {
-        client::set_token(t);
-    }
     match cli.command {
         Command::Run {
             config,
@@ -288,55 +288,46 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             shutdown_timeout,
             log_format,
             log_json,
+            token,
         } => {
             crate::telemetry::init(log_json || log_format == "json");
             let overrides = Overrides {
                 data_dir,
                 modules_dir,
                 listen,
-                token: cli.token,
+                token,
                 kafka_bootstrap_servers,
                 shutdown_timeout,
             };
             let config = host_config(config.as_deref(), overrides)?;
-            run_host(config)
+            crate::server::run(config)
         }
         Command::Produce {
             topic,
             file,
             batch,
-            addr,
-        } => produce(&addr, &topic, file, batch.max(1)),
+            api,
+        } => topics::produce(&Api::new(&api), &topic, file, batch.max(1)),
         Command::Tail {
             topic,
             latest,
             no_follow,
             short,
-            addr,
-        } => tail(&addr, &topic, latest, !no_follow, short),
-        Command::Status { wait_idle, addr } => status(&addr, wait_idle),
-        Command::Modules { module, json, addr } => match module {
-            Some(m) => {
-                let v = client::Api::new(&addr).get(&format!("/v1/modules/{m}"))?;
-                println!("{}", serde_json::to_string_pretty(&v)?);
-                Ok(())
-            }
-            None => modules(&addr, json),
+            api,
+        } => topics::tail(&Api::new(&api), &topic, latest, !no_follow, short),
+        Command::Status { wait_idle, api } => modules::status(&Api::new(&api), wait_idle),
+        Command::Modules { module, json, api } => match module {
+            Some(m) => modules::show(&Api::new(&api), &m),
+            None => modules::list(&Api::new(&api), json),
         },
         Command::Dlq { command } => dlq::run(command),
-        Command::Resume { module, addr } => lifecycle::resume(&client::Api::new(&addr), &module),
-        Command::Deploy { path, start, addr } => {
-            lifecycle::deploy(&client::Api::new(&addr), &path, start)
+        Command::Resume { module, api } => lifecycle::resume(&Api::new(&api), &module),
+        Command::Deploy { path, start, api } => lifecycle::deploy(&Api::new(&api), &path, start),
+        Command::Rollback { module, to, api } => lifecycle::rollback(&Api::new(&api), &module, to),
+        Command::Undeploy { module, purge, api } => {
+            lifecycle::undeploy(&Api::new(&api), &module, purge)
         }
-        Command::Rollback { module, to, addr } => {
-            lifecycle::rollback(&client::Api::new(&addr), &module, to)
-        }
-        Command::Undeploy {
-            module,
-            purge,
-            addr,
-        } => lifecycle::undeploy(&client::Api::new(&addr), &module, purge),
-        Command::Pause { module, addr } => lifecycle::pause(&client::Api::new(&addr), &module),
+        Command::Pause { module, api } => lifecycle::pause(&Api::new(&api), &module),
         Command::New {
             name,
             lang,
@@ -350,403 +341,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             to,
             reset_state,
             no_wait,
-            addr,
-        } => lifecycle::rewind(
-            &client::Api::new(&addr),
-            &module,
-            &to,
-            reset_state,
-            !no_wait,
-        ),
-    }
-}
-
-/// Settings given as flags or environment variables (clap resolves flag >
-/// env); each one set replaces the config file's value.
-#[derive(Debug, Default)]
-pub struct Overrides {
-    pub data_dir: Option<PathBuf>,
-    pub modules_dir: Option<PathBuf>,
-    pub listen: Option<std::net::SocketAddr>,
-    pub token: Option<String>,
-    pub kafka_bootstrap_servers: Option<String>,
-    pub shutdown_timeout: Option<String>,
-}
-
-/// The config file (or defaults without one) with `o` applied on top.
-pub fn host_config(file: Option<&std::path::Path>, o: Overrides) -> anyhow::Result<HostConfig> {
-    let mut config = match file {
-        Some(path) => {
-            if !path.exists() {
-                bail!(
-                    "config file {} does not exist (see examples/quickstart/sluice.toml for one)",
-                    path.display()
-                );
-            }
-            HostConfig::load(path).map_err(anyhow::Error::msg)?
-        }
-        None => HostConfig::default(),
-    };
-    if let Some(d) = o.data_dir {
-        config.data_dir = d;
-    }
-    if let Some(d) = o.modules_dir {
-        config.modules_dir = Some(d);
-    }
-    if let Some(l) = o.listen {
-        config.api.listen = l;
-    }
-    if let Some(t) = o.token.filter(|t| !t.trim().is_empty()) {
-        config.api.token = Some(t);
-    }
-    if let Some(b) = o.kafka_bootstrap_servers {
-        let k = config
-            .kafka
-            .get_or_insert_with(|| crate::config::KafkaConfig {
-                group_prefix: "sluice.".into(),
-                properties: Default::default(),
-            });
-        k.properties.insert("bootstrap.servers".into(), b);
-    }
-    if let Some(t) = o.shutdown_timeout {
-        config.shutdown_timeout = crate::config::parse_duration(&t)
-            .map_err(|e| anyhow::anyhow!("--shutdown-timeout / SLUICE_SHUTDOWN_TIMEOUT: {e}"))?;
-    }
-    config.validate().map_err(anyhow::Error::msg)?;
-    Ok(config)
-}
-
-fn run_host(config: HostConfig) -> anyhow::Result<()> {
-    let addr = config.api.listen;
-    let (token, generated) =
-        crate::admin::auth::resolve_token(config.api.token.as_deref(), &config.data_dir, addr)
-            .map_err(anyhow::Error::msg)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .thread_name("sluice-io")
-        .build()
-        .context("cannot start the async runtime")?;
-    // Bind first: a port in use should fail before anything else starts.
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind(addr))
-        .with_context(|| format!("cannot listen on {addr} (is another sluice running? change [api] listen or pass --listen)"))?;
-    if generated {
-        eprintln!(
-            "generated an API token (stored in {}; shown only this once):\n  {token}\nclients: export SLUICE_API_TOKEN={token}",
-            config.data_dir.join("api-token").display()
-        );
-    }
-    let shutdown_timeout = config.shutdown_timeout;
-    let svc = crate::Service::open(config)?;
-    tracing::info!(%addr, "listening");
-    let app = crate::admin::router(svc.clone(), Some(token));
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut server = rt.spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = stop_rx.await;
-            })
-            .await
-    });
-    // Modules load while /healthz already answers (and /readyz says 503).
-    let loader = {
-        let svc = svc.clone();
-        std::thread::Builder::new()
-            .name("sluice-load".into())
-            .spawn(move || svc.load_modules())
-            .context("cannot start the module loader")?
-    };
-    // Until a signal, or until the server fails (then stop the same way).
-    let failed = rt.block_on(async {
-        tokio::select! {
-            () = shutdown_signal() => None,
-            r = &mut server => Some(match r {
-                Ok(Ok(())) => anyhow::anyhow!("the API server stopped"),
-                Ok(Err(e)) => anyhow::Error::new(e).context("API server failed"),
-                Err(e) => anyhow::Error::new(e).context("API server task failed"),
-            }),
-        }
-    });
-    // A second signal exits at once; the core invariant keeps that safe.
-    rt.spawn(async {
-        shutdown_signal().await;
-        eprintln!(
-            "second signal: exiting now (committed work is safe; the rest is redone at start)"
-        );
-        std::process::exit(130);
-    });
-    tracing::info!(timeout = ?shutdown_timeout, "shutting down: no new requests; finishing in-flight events");
-    let _ = stop_tx.send(());
-    let (done_tx, done_rx) = std::sync::mpsc::channel();
-    std::thread::Builder::new()
-        .name("sluice-shutdown".into())
-        .spawn(move || {
-            let _ = loader.join();
-            svc.shutdown();
-            let _ = done_tx.send(());
-        })
-        .context("cannot start the shutdown thread")?;
-    if done_rx.recv_timeout(shutdown_timeout).is_err() {
-        bail!(
-            "shutdown did not finish within {shutdown_timeout:?} (shutdown-timeout); exiting anyway — committed work is safe and the rest is redone at start"
-        );
-    }
-    if let Some(e) = failed {
-        return Err(e);
-    }
-    match rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), server).await }) {
-        Ok(Ok(Err(e))) => Err(e).context("API server failed"),
-        _ => Ok(()),
-    }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(t) => t,
-                Err(_) => return ctrl_c.await.unwrap_or(()),
-            };
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-}
-
-fn produce(addr: &str, topic: &str, file: Option<PathBuf>, batch: usize) -> anyhow::Result<()> {
-    let reader: Box<dyn BufRead> = match &file {
-        Some(f) => Box::new(std::io::BufReader::new(
-            std::fs::File::open(f).with_context(|| format!("cannot open {}", f.display()))?,
-        )),
-        None => Box::new(std::io::stdin().lock()),
-    };
-    let what = file
-        .as_ref()
-        .map(|f| f.display().to_string())
-        .unwrap_or_else(|| "stdin".into());
-    let api = client::Api::new(addr);
-    let mut chunk: Vec<serde_json::Value> = Vec::with_capacity(batch);
-    let mut lines: Vec<usize> = Vec::with_capacity(batch);
-    let mut total = 0usize;
-    for (i, line) in reader.lines().enumerate() {
-        let line = line.with_context(|| format!("cannot read {what}"))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let v: serde_json::Value = serde_json::from_str(&line)
-            .with_context(|| format!("{what}:{}: not valid JSON", i + 1))?;
-        chunk.push(v);
-        lines.push(i + 1);
-        if chunk.len() >= batch {
-            total += api.produce(topic, &chunk, &what, &lines)?;
-            chunk.clear();
-            lines.clear();
-        }
-    }
-    if !chunk.is_empty() {
-        total += api.produce(topic, &chunk, &what, &lines)?;
-    }
-    eprintln!("produced {total} events to {topic}");
-    Ok(())
-}
-
-fn status(addr: &str, wait_idle: Option<u64>) -> anyhow::Result<()> {
-    let api = client::Api::new(addr);
-    let deadline =
-        std::time::Instant::now() + std::time::Duration::from_secs(wait_idle.unwrap_or(0));
-    loop {
-        let s = api.status()?;
-        let idle = s["idle"].as_bool().unwrap_or(false);
-        if idle || wait_idle.is_none() || std::time::Instant::now() >= deadline {
-            println!("{s}");
-            if wait_idle.is_some() && !idle {
-                bail!("the host is not idle after {}s", wait_idle.unwrap_or(0));
-            }
-            return Ok(());
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-}
-
-fn short_line(e: &serde_json::Value) -> String {
-    let data = match (&e["data"], &e["data_base64"]) {
-        (serde_json::Value::Null, serde_json::Value::Null) => String::new(),
-        (serde_json::Value::Null, b) => format!("base64:{}", b.as_str().unwrap_or("")),
-        (d, _) => d.to_string(),
-    };
-    let mut line = format!(
-        "{}/{} {} key={} {}",
-        e["partition"],
-        e["offset"],
-        e["type"].as_str().unwrap_or(""),
-        e["partitionkey"].as_str().unwrap_or("-"),
-        data
-    );
-    if let Some(class) = e["headers"]["sluice.dlq.class"].as_str() {
-        line.push_str(&format!(
-            "  [dead letter: {class}: {}]",
-            e["headers"]["sluice.dlq.message"].as_str().unwrap_or("")
-        ));
-    }
-    line
-}
-
-fn tail(addr: &str, topic: &str, latest: bool, follow: bool, short: bool) -> anyhow::Result<()> {
-    let api = client::Api::new(addr);
-    let info = api.topic(topic)?;
-    let mut next: Vec<u64> = info
-        .iter()
-        .map(|(_, first, end)| if latest { *end } else { *first })
-        .collect();
-    let stdout = std::io::stdout();
-    loop {
-        let mut got = 0;
-        for (p, from) in next.iter_mut().enumerate() {
-            let wait = if follow && p == 0 { 500 } else { 0 };
-            let (events, n) = api.read(topic, p as u32, *from, 1000, wait)?;
-            let mut out = stdout.lock();
-            for e in &events {
-                if short {
-                    writeln!(out, "{}", short_line(e))?;
-                } else {
-                    writeln!(out, "{e}")?;
-                }
-            }
-            got += events.len();
-            *from = n;
-        }
-        if got == 0 && !follow {
-            return Ok(());
-        }
-    }
-}
-
-fn modules(addr: &str, json: bool) -> anyhow::Result<()> {
-    let api = client::Api::new(addr);
-    let mods = api.modules()?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&mods)?);
-        return Ok(());
-    }
-    println!(
-        "{:<16} {:<10} {:<10} {:>10} {:>12} {:>8}  CURSORS (topic/partition: cursor, lag)",
-        "MODULE", "VERSION", "STATUS", "STATE KEYS", "STATE BYTES", "LAG"
-    );
-    for m in mods {
-        let lag: u64 = m.partitions.iter().map(|p| p.lag).sum();
-        let cursors: Vec<String> = m
-            .partitions
-            .iter()
-            .map(|p| format!("{}/{}: {} ({})", p.topic, p.partition, p.cursor, p.lag))
-            .collect();
-        let status = m.status.to_string();
-        let status = match status.char_indices().nth(10) {
-            Some((cut, _)) => &status[..cut],
-            None => &status,
-        };
-        println!(
-            "{:<16} {:<10} {:<10} {:>10} {:>12} {:>8}  {}",
-            m.name,
-            m.version.as_deref().unwrap_or("-"),
-            status,
-            m.state
-                .as_ref()
-                .map(|s| s.keys.to_string())
-                .unwrap_or_else(|| "-".into()),
-            m.state
-                .as_ref()
-                .map(|s| s.bytes.to_string())
-                .unwrap_or_else(|| "-".into()),
-            lag,
-            cursors.join(", ")
-        );
-        if let crate::pipeline::ModuleStatus::Failed(why) = &m.status {
-            println!("  failed: {why}");
-        }
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn overrides_replace_the_file_and_are_validated() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("sluice.toml");
-        std::fs::write(
-            &file,
-            "data-dir = \"d\"\nshutdown-timeout = \"10s\"\n[api]\nlisten = \"127.0.0.1:1000\"\n",
-        )
-        .unwrap();
-        let c = host_config(Some(&file), Overrides::default()).unwrap();
-        assert_eq!(c.api.listen.port(), 1000);
-        assert_eq!(c.data_dir, dir.path().join("d"));
-        assert_eq!(c.shutdown_timeout, Duration::from_secs(10));
-
-        let c = host_config(
-            Some(&file),
-            Overrides {
-                listen: Some("127.0.0.1:2000".parse().unwrap()),
-                kafka_bootstrap_servers: Some("127.0.0.1:9092".into()),
-                shutdown_timeout: Some("3s".into()),
-                token: Some("a-token-long-enough-1".into()),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        assert_eq!(c.api.listen.port(), 2000);
-        assert_eq!(
-            c.data_dir,
-            dir.path().join("d"),
-            "not overridden: the file's"
-        );
-        assert_eq!(
-            c.kafka.unwrap().properties["bootstrap.servers"],
-            "127.0.0.1:9092"
-        );
-        assert_eq!(c.shutdown_timeout, Duration::from_secs(3));
-        assert_eq!(c.api.token.as_deref(), Some("a-token-long-enough-1"));
-
-        let e = host_config(
-            None,
-            Overrides {
-                token: Some("short".into()),
-                ..Default::default()
-            },
-        )
-        .unwrap_err();
-        assert!(e.to_string().contains("api.token"), "{e}");
-        let e = host_config(
-            None,
-            Overrides {
-                shutdown_timeout: Some("soon".into()),
-                ..Default::default()
-            },
-        )
-        .unwrap_err();
-        assert!(e.to_string().contains("--shutdown-timeout"), "{e}");
-    }
-
-    #[test]
-    fn the_example_configs_load() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
-        for f in [
-            "quickstart/sluice.toml",
-            "kafka/sluice.toml",
-            "service/sluice.toml",
-        ] {
-            HostConfig::load(&root.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
-        }
-        let svc = HostConfig::load(&root.join("service/sluice.toml")).unwrap();
-        assert_eq!(svc.data_dir, PathBuf::from("/var/lib/sluice/data"));
-        assert!(!svc.api.listen.ip().is_loopback());
+            api,
+        } => lifecycle::rewind(&Api::new(&api), &module, &to, reset_state, !no_wait),
     }
 }

@@ -1,14 +1,17 @@
-//! Configuration: the host's own config file and module manifests.
+//! Configuration: the host's own config file (with the command line's
+//! overrides) and module manifests.
 //!
 //! Both are TOML, parsed with unknown fields refused; every error names the file
 //! and the field (`modules/filter/module.toml: limits.memory: ...`).
 
 pub mod host;
 pub mod manifest;
+mod overrides;
 mod units;
 
 pub use host::{HostConfig, KafkaConfig};
 pub use manifest::{Manifest, StartPosition};
+pub use overrides::{Overrides, host_config};
 pub use units::{parse_duration, parse_size};
 
 /// Format a `toml` deserialization error as `file: field.path: message`.
