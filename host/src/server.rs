@@ -15,6 +15,7 @@
 //! 5. A second signal exits at once (status 130): committed work is safe,
 //!    and the rest is redone at the next start.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
@@ -86,11 +87,13 @@ pub fn run(config: HostConfig) -> anyhow::Result<()> {
     tracing::info!(timeout = ?shutdown_timeout, "shutting down: no new requests; finishing in-flight events");
     let _ = stop_tx.send(());
     let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let stopping = svc.clone();
     std::thread::Builder::new()
         .name("sluice-shutdown".into())
         .spawn(move || {
             let _ = loader.join();
-            svc.shutdown();
+            stopping.shutdown();
+            drop(stopping);
             let _ = done_tx.send(());
         })
         .context("cannot start the shutdown thread")?;
@@ -99,13 +102,24 @@ pub fn run(config: HostConfig) -> anyhow::Result<()> {
             "shutdown did not finish within {shutdown_timeout:?} (shutdown-timeout); exiting anyway — committed work is safe and the rest is redone at start"
         );
     }
-    if let Some(e) = failed {
-        return Err(e);
+    let served = match failed {
+        Some(e) => Err(e),
+        None => match rt
+            .block_on(async { tokio::time::timeout(Duration::from_secs(5), server).await })
+        {
+            Ok(Ok(Err(e))) => Err(e).context("API server failed"),
+            _ => Ok(()),
+        },
+    };
+    // Close the database here, on this thread, before the process exits:
+    // RocksDB closed while exit runs its static destructors aborts. The
+    // runtime goes first, with the handlers that still hold the service.
+    rt.shutdown_timeout(Duration::from_secs(5));
+    if Arc::strong_count(&svc) > 1 {
+        tracing::warn!("the service is still in use at exit; the database is not closed cleanly");
     }
-    match rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), server).await }) {
-        Ok(Ok(Err(e))) => Err(e).context("API server failed"),
-        _ => Ok(()),
-    }
+    drop(svc);
+    served
 }
 
 /// The first SIGINT (Ctrl-C) or SIGTERM.
