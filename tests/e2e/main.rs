@@ -6,6 +6,7 @@ mod bad_input;
 mod crash;
 mod dlq;
 mod duplicates;
+mod exactly_once;
 mod failures;
 mod kafka;
 mod languages;

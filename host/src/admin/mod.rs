@@ -106,6 +106,7 @@ fn topic_error(e: TopicError) -> Response {
         }
         TopicError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         TopicError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
+        TopicError::Conflict(_) => StatusCode::CONFLICT,
         TopicError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
     error(status, json!({ "error": e.to_string() }))
@@ -144,21 +145,37 @@ async fn produce(
 ) -> Response {
     let binary = headers.contains_key("ce-type") || headers.contains_key("ce-id");
     let parsed = if binary {
-        let hs: Vec<(String, String)> = headers
-            .iter()
-            .filter_map(|(n, v)| {
-                Some((
-                    n.as_str().to_ascii_lowercase(),
-                    v.to_str().ok()?.to_string(),
-                ))
-            })
-            .collect();
-        let ct = headers.get("content-type").and_then(|v| v.to_str().ok());
-        ingest::binary(&hs, ct, &body).map(|e| vec![e])
+        ingest::http_headers(headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes()))).and_then(
+            |hs| {
+                let ct = hs
+                    .iter()
+                    .find(|(n, _)| n == "content-type")
+                    .map(|(_, v)| v.as_str());
+                ingest::binary(&hs, ct, &body).map(|e| vec![e])
+            },
+        )
     } else {
         ingest::parse_json(&body)
     };
-    let events = match parsed {
+    let key = svc
+        .config()
+        .topics
+        .iter()
+        .find(|t| t.name == topic)
+        .and_then(|t| t.key.clone());
+    let events = parsed.and_then(|mut events| {
+        for (i, ev) in events.iter_mut().enumerate() {
+            ingest::fill_source(ev, &topic);
+            if let Some(pointer) = &key {
+                ingest::derive_key(ev, pointer).map_err(|mut e| {
+                    e.index = Some(i);
+                    e
+                })?;
+            }
+        }
+        Ok(events)
+    });
+    let events = match events {
         Ok(e) => e,
         Err(e) => {
             let mut v = json!({ "error": e.to_string() });
@@ -306,9 +323,10 @@ async fn dlq_events(
     Path(name): Path<String>,
     Query(q): Query<DlqQuery>,
 ) -> Response {
+    let module = name.clone();
     with_dlq(svc, name, move |svc, dlq_topic, _| {
         let ids: Vec<String> = q.id.into_iter().collect();
-        let frames = crate::dlq::select(svc.topics(), dlq_topic, &ids)?;
+        let frames = crate::dlq::select(svc.topics(), &module, dlq_topic, &ids)?;
         let total = frames.len();
         let events: Vec<Value> = frames
             .iter()
@@ -348,15 +366,17 @@ async fn dlq_replay(
             json!({ "error": "replay request: give either `ids` (non-empty) or `all: true`" }),
         );
     }
+    let module = name.clone();
     with_dlq(svc, name, move |svc, dlq_topic, replay_topic| {
-        crate::dlq::replay(svc.topics(), dlq_topic, replay_topic, &req.ids)
+        crate::dlq::replay(svc.topics(), &module, dlq_topic, replay_topic, &req.ids)
     })
     .await
 }
 
 async fn dlq_purge(State(svc): State<Arc<Service>>, Path(name): Path<String>) -> Response {
+    let module = name.clone();
     with_dlq(svc, name, move |svc, dlq_topic, _| {
-        Ok(json!({ "purged": svc.topics().purge(dlq_topic)? }))
+        Ok(json!({ "purged": crate::dlq::purge(svc.topics(), &module, dlq_topic)? }))
     })
     .await
 }

@@ -238,6 +238,11 @@ pub struct TopicConfig {
     pub name: String,
     /// Partition count (default `[log] partitions`).
     pub partitions: Option<u32>,
+    /// Where an event posted without a partition key takes one from: a JSON
+    /// pointer into its `data` (`/customer`), applied at ingest. Keeps each
+    /// entity's events, and so a stateful module's state for it, in one
+    /// partition.
+    pub key: Option<String>,
 }
 
 /// `[state]`.
@@ -331,6 +336,13 @@ impl HostConfig {
             }
             if t.partitions == Some(0) {
                 return Err(format!("topics[{i}].partitions: must be at least 1"));
+            }
+            if let Some(k) = &t.key
+                && !k.starts_with('/')
+            {
+                return Err(format!(
+                    "topics[{i}].key: `{k}` is not a JSON pointer into the event's data (like `/customer`)"
+                ));
             }
         }
         Ok(())

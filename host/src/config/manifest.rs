@@ -312,12 +312,27 @@ impl Manifest {
         if self.retry.backoff.initial > self.retry.backoff.max {
             return Err("retry.backoff: `initial` must not exceed `max`".into());
         }
-        if let Some(t) = &self.dead_letter_topic
-            && !valid_name(t)
-        {
-            return Err(format!(
-                "dead-letter-topic: `{t}` is not a valid topic name"
-            ));
+        if let Some(t) = &self.dead_letter_topic {
+            if !valid_name(t) {
+                return Err(format!(
+                    "dead-letter-topic: `{t}` is not a valid topic name"
+                ));
+            }
+            if t.ends_with(".replay") {
+                return Err(format!(
+                    "dead-letter-topic: `{t}` is reserved: `<module>.replay` topics carry dead-letter replays"
+                ));
+            }
+            if self.subscribe.iter().any(|s| &s.topic == t) {
+                return Err(format!(
+                    "dead-letter-topic: `{t}` is an input of this module; its rejected events would come back to it forever"
+                ));
+            }
+            if self.produce.iter().any(|p| &p.topic == t) {
+                return Err(format!(
+                    "dead-letter-topic: `{t}` is also an output of this module; dead letters need a topic of their own"
+                ));
+            }
         }
         Ok(())
     }
@@ -399,6 +414,25 @@ min = 10
         assert_eq!(c["currency"], "EUR");
         assert_eq!(c["min"], "10");
         assert_eq!(m.dlq_topic(), "order-totals.dlq");
+    }
+
+    #[test]
+    fn a_dead_letter_topic_may_not_be_an_input_an_output_or_a_replay_topic() {
+        // `dead-letter-topic` is a top-level key: it goes before the tables.
+        let with = |t: &str, extra: &str| {
+            parse(&format!("dead-letter-topic = \"{t}\"\n{BASE}{extra}")).unwrap_err()
+        };
+        let e = with("t", "");
+        assert!(
+            e.contains("dead-letter-topic") && e.contains("input"),
+            "{e}"
+        );
+        let e = with("b.replay", "");
+        assert!(e.contains("reserved"), "{e}");
+        let e = with("out", "[[produce]]\ntopic = \"out\"\n");
+        assert!(e.contains("output"), "{e}");
+        let m = parse(&format!("dead-letter-topic = \"a-dead\"\n{BASE}")).unwrap();
+        assert_eq!(m.dlq_topic(), "a-dead");
     }
 
     #[test]

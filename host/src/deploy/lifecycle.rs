@@ -221,6 +221,7 @@ impl Lifecycle {
         action: &'static str,
     ) -> Result<DeployOutcome> {
         let name = manifest.name.clone();
+        self.check_dead_letter_topic(&manifest)?;
         self.ensure_module_topics(&manifest)
             .map_err(|e| LifecycleError::Invalid(format!("module `{name}`: {e}")))?;
         let before = self
@@ -237,6 +238,7 @@ impl Lifecycle {
         if let Some(Some(mut p)) = self.modules.halt(&name, paused) {
             p.stop();
         }
+        let before = rec.clone();
         let revision = rec.push(rev);
         rec.paused = paused;
         let module = LoadedModule {
@@ -246,21 +248,30 @@ impl Lifecycle {
             metrics,
             deploy_error: None,
         };
+        // Recorded before it runs: a crash from here on restarts the new
+        // revision, never the old one over the new one's effects.
+        if let Err(e) = self.registry.put(rec) {
+            self.modules.resume(&name, false);
+            return Err(LifecycleError::Internal(format!(
+                "cannot record the deploy of module `{name}` (the previous revision runs on): {e}"
+            )));
+        }
         let slot = if paused {
             Slot::Paused(module.clone())
         } else {
             match self.modules.start(&module) {
                 Ok(p) => Slot::Running(module.clone(), p),
                 Err(e) => {
-                    // The previous revision runs on.
+                    // The previous revision runs on, and is what is recorded.
+                    *rec = before;
+                    if let Err(e) = self.registry.put(rec) {
+                        tracing::error!(module = %name, error = %e, "cannot restore the module's record after a failed start");
+                    }
                     self.modules.resume(&name, false);
                     return Err(LifecycleError::Invalid(e));
                 }
             }
         };
-        if let Err(e) = self.registry.put(rec) {
-            tracing::error!(module = %name, error = %e, "cannot record the deploy; it runs but will not be restored after a restart");
-        }
         let version = module.revision.version.clone();
         tracing::info!(module = %name, action, version = %version, revision, previous = ?previous, "module {action}");
         self.modules.put(&name, slot);
@@ -271,6 +282,26 @@ impl Lifecycle {
             revision,
             previous,
         })
+    }
+
+    /// A module's dead letters are its own: its dead-letter topic may not be
+    /// another loaded module's (the manifest checks the rest: not its own
+    /// input or output, not a replay topic).
+    fn check_dead_letter_topic(&self, manifest: &Manifest) -> Result<()> {
+        let dlq = manifest.dlq_topic();
+        let owner = self.modules.with(|slots| {
+            slots
+                .iter()
+                .filter(|(n, _)| **n != manifest.name)
+                .find(|(_, s)| s.module().is_some_and(|m| m.manifest.dlq_topic() == dlq))
+                .map(|(n, _)| n.clone())
+        });
+        match owner {
+            Some(o) => Err(LifecycleError::Invalid(format!(
+                "module.toml: dead-letter-topic: `{dlq}` is the dead-letter topic of module `{o}`; each module's dead letters need a topic of their own"
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// A recorded revision's manifest (with its start override) and its
@@ -477,10 +508,11 @@ impl Lifecycle {
             TopicError::Unsupported(m) => LifecycleError::Invalid(m),
             e => internal(e),
         })?;
-        if reset_state {
-            self.store().forget_module(name, false).map_err(internal)?;
-        }
+        // One write: state dropped and cursors moved together, or neither.
         let mut c = Commit::new(self.store());
+        if reset_state {
+            c.forget_module(name, false);
+        }
         for r in plan {
             c.cursor(name, &r.topic, r.partition, r.to);
         }

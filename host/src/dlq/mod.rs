@@ -106,8 +106,24 @@ fn header<'a>(ev: &'a EventRef<'_>, name: &str) -> Option<&'a str> {
         .and_then(|v| std::str::from_utf8(v).ok())
 }
 
-/// Call `f` with every dead letter in `topic` (partition by partition, oldest first).
+/// Call `f` with every dead letter `module` wrote to `topic` (partition by
+/// partition, oldest first). Dead letters of other modules are left alone:
+/// a module lists, replays and purges only its own.
 pub fn scan(
+    topics: &dyn Topics,
+    module: &str,
+    topic: &str,
+    mut f: impl FnMut(&[u8], &EventRef<'_>),
+) -> Result<(), TopicError> {
+    scan_all(topics, topic, |frame, ev| {
+        if header(ev, "sluice.dlq.module") == Some(module) {
+            f(frame, ev);
+        }
+    })
+}
+
+/// Every record of `topic`.
+fn scan_all(
     topics: &dyn Topics,
     topic: &str,
     mut f: impl FnMut(&[u8], &EventRef<'_>),
@@ -133,6 +149,26 @@ pub fn scan(
     Ok(())
 }
 
+/// Delete `module`'s dead letters: the whole topic, which must hold no other
+/// module's (a topic cannot lose single records). Returns how many.
+pub fn purge(topics: &dyn Topics, module: &str, topic: &str) -> Result<u64, TopicError> {
+    let mut others = std::collections::BTreeSet::new();
+    scan_all(topics, topic, |_, ev| {
+        let owner = header(ev, "sluice.dlq.module").unwrap_or("?");
+        if owner != module {
+            others.insert(owner.to_string());
+        }
+    })?;
+    if !others.is_empty() {
+        let others: Vec<String> = others.into_iter().collect();
+        return Err(TopicError::Conflict(format!(
+            "`{topic}` also holds dead letters of {}; purging deletes the whole topic, so it is left as it is",
+            others.join(", ")
+        )));
+    }
+    topics.purge(topic)
+}
+
 /// Count, age and classes of `module`'s dead letters.
 pub fn summary(topics: &dyn Topics, module: &str, topic: &str) -> Result<Summary, TopicError> {
     let mut s = Summary {
@@ -140,7 +176,7 @@ pub fn summary(topics: &dyn Topics, module: &str, topic: &str) -> Result<Summary
         topic: topic.into(),
         ..Default::default()
     };
-    scan(topics, topic, |_, ev| {
+    scan(topics, module, topic, |_, ev| {
         s.count += 1;
         let class = header(ev, "sluice.dlq.class").unwrap_or("unknown");
         *s.by_class.entry(class.into()).or_default() += 1;
@@ -152,14 +188,16 @@ pub fn summary(topics: &dyn Topics, module: &str, topic: &str) -> Result<Summary
     Ok(s)
 }
 
-/// The stored frames of the dead letters whose id is in `ids` (all if empty).
+/// The stored frames of `module`'s dead letters whose id is in `ids` (all if
+/// empty).
 pub fn select(
     topics: &dyn Topics,
+    module: &str,
     topic: &str,
     ids: &[String],
 ) -> Result<Vec<Vec<u8>>, TopicError> {
     let mut out = Vec::new();
-    scan(topics, topic, |frame, ev| {
+    scan(topics, module, topic, |frame, ev| {
         if ids.is_empty() || ids.iter().any(|i| i == ev.id) {
             out.push(frame.to_vec());
         }
@@ -203,6 +241,7 @@ pub struct Replayed {
 /// an event was dead-lettered more than once, its latest dead letter is used.
 pub fn replay(
     topics: &dyn Topics,
+    module: &str,
     dlq_topic: &str,
     replay_topic: &str,
     ids: &[String],
@@ -210,7 +249,7 @@ pub fn replay(
     let mut latest: HashMap<(String, String), (u64, OwnedEvent)> = HashMap::new();
     let mut order = Vec::new();
     let mut out = Replayed::default();
-    scan(topics, dlq_topic, |_, ev| {
+    scan(topics, module, dlq_topic, |_, ev| {
         if !ids.is_empty() && !ids.iter().any(|i| i == ev.id) {
             return;
         }
@@ -318,6 +357,7 @@ mod tests {
 
         let r = replay(
             log.as_ref(),
+            "m",
             "m.dlq",
             "m.replay",
             &["a".into(), "zz".into()],
@@ -341,15 +381,29 @@ mod tests {
             ("orders", 7, 2)
         );
 
-        let all = replay(log.as_ref(), "m.dlq", "m.replay", &[]).unwrap();
+        let all = replay(log.as_ref(), "m", "m.dlq", "m.replay", &[]).unwrap();
         assert_eq!(all.replayed, 2, "a and c; b is undecodable");
         assert_eq!(all.skipped.len(), 1);
 
-        assert_eq!(log.truncate("m.dlq").unwrap(), 4);
+        // Another module's dead letter in the same topic: not listed, not
+        // replayed, and the topic is not purged under it.
+        let mut foreign = dead("z", FailureClass::Reject, 0, 50);
+        for (n, v) in foreign.headers.iter_mut() {
+            if n == "sluice.dlq.module" {
+                *v = b"other".to_vec();
+            }
+        }
+        log.append("m.dlq", vec![foreign]).unwrap();
+        assert_eq!(summary(log.as_ref(), "m", "m.dlq").unwrap().count, 4);
+        let again = replay(log.as_ref(), "m", "m.dlq", "m.replay", &["z".into()]).unwrap();
+        assert_eq!(again.missing, vec!["z".to_string()]);
+        let e = purge(log.as_ref(), "m", "m.dlq").unwrap_err();
+        assert!(e.to_string().contains("other"), "{e}");
+        assert_eq!(log.truncate("m.dlq").unwrap(), 5);
         assert_eq!(summary(log.as_ref(), "m", "m.dlq").unwrap().count, 0);
         let more = log
             .append("m.dlq", vec![dead("d", FailureClass::Reject, 0, 40)])
             .unwrap();
-        assert_eq!(more[0].1, 4, "offsets are not reused after a purge");
+        assert_eq!(more[0].1, 5, "offsets are not reused after a purge");
     }
 }

@@ -22,7 +22,9 @@ pub(super) struct Failed<'a> {
 
 impl Worker {
     /// Commit `c` with `outputs` (dead letters included) through the sink,
-    /// with the cursor of `(topic, p)` at `next`, and remember it.
+    /// with the cursor of `(topic, p)` at `next`, and remember it. Nothing is
+    /// committed for a partition this host no longer holds (another host
+    /// has it now): `Ok(false)`.
     pub(super) fn advance(
         &mut self,
         mut c: Commit<'_>,
@@ -30,23 +32,28 @@ impl Worker {
         p: u32,
         next: u64,
         outputs: Vec<(String, Vec<OwnedEvent>)>,
-    ) -> Result<(), TopicError> {
+    ) -> Result<bool, TopicError> {
+        if !self.input.holds(topic, p) {
+            tracing::warn!(module = %self.module.name, topic, partition = p, "this host no longer holds the partition; what it was applying is dropped, the new holder applies it");
+            return Ok(false);
+        }
         c.cursor(&self.module.name, topic, p, next);
         self.cx.output.commit(c, &self.module.name, outputs)?;
         self.cursors.insert((topic.to_string(), p), next);
         self.input.committed(topic, p, next);
-        Ok(())
+        Ok(true)
     }
 
     /// Commit the overlay's effects for `done` (the events of the last call
-    /// that succeeded, in order) and move the cursor to `next`.
+    /// that succeeded, in order) and move the cursor to `next`. False if the
+    /// partition is no longer this host's (nothing committed).
     pub(super) fn commit_effects(
         &mut self,
         topic: &str,
         p: u32,
         done: &[Item<'_>],
         next: u64,
-    ) -> Result<(), TopicError> {
+    ) -> Result<bool, TopicError> {
         let expiry = now_ms() + self.module.ttl_ms;
         let store = self.cx.store.clone();
         let module = self.module.name.clone();
@@ -57,15 +64,18 @@ impl Worker {
         let txn = inst.txn();
         txn.truncate(done.len());
         let mut c = Commit::new(&store);
+        let mut state_writes = false;
         for (k, v) in txn.writes() {
             c.state(&module, p, k, v);
+            state_writes = true;
         }
         for it in done {
             c.mark_applied(&it.key, expiry);
         }
+        let keyless = done.iter().filter(|it| it.ev.key.is_none()).count() as u64;
         let outputs = txn.take_emitted();
         let emitted = outputs.len();
-        self.advance(
+        let held = self.advance(
             c,
             topic,
             p,
@@ -75,13 +85,22 @@ impl Worker {
         if let Some(inst) = self.instance.as_mut() {
             inst.txn().committed();
         }
+        if !held {
+            return Ok(false);
+        }
         if !done.is_empty() {
             self.consecutive_failures = 0;
         }
         let m = &self.controls.metrics;
         m.applied.add(done.len() as u64);
         m.emitted.add(emitted as u64);
-        Ok(())
+        if state_writes && keyless > 0 {
+            if m.keyless_state_writes.get() == 0 {
+                tracing::warn!(module = %self.module.name, topic, partition = p, "keyless events change the state of module {module}: an entity's events may be spread over partitions, each with its own state; give events a partitionkey, or declare the topic's key ([[topics]] key = \"/field\")");
+            }
+            m.keyless_state_writes.add(keyless);
+        }
+        Ok(true)
     }
 
     /// Dead-letter `item` and move the cursor to `next`.
@@ -92,7 +111,7 @@ impl Worker {
         item: &Item<'_>,
         failed: Failed<'_>,
         next: u64,
-    ) -> Result<(), TopicError> {
+    ) -> Result<bool, TopicError> {
         let Failed {
             class,
             message,
@@ -114,19 +133,25 @@ impl Worker {
             .metrics
             .set_last_error(class.as_str(), item.ev.id, message);
         let store = self.cx.store.clone();
-        let c = Commit::new(&store);
+        let mut c = Commit::new(&store);
+        let limit = self.module.manifest.retry.quarantine_after;
+        let quarantine = limit > 0 && self.consecutive_failures + 1 >= limit;
+        if quarantine {
+            // Remembered in the same write as the dead letter that caused it.
+            c.quarantine(&self.module.name, true);
+        }
         let dlq_topic = self.module.dlq_topic.clone();
-        self.advance(c, topic, p, next, vec![(dlq_topic, vec![dl])])?;
+        if !self.advance(c, topic, p, next, vec![(dlq_topic, vec![dl])])? {
+            return Ok(false);
+        }
         self.controls.metrics.dead_letters.add(1);
         self.consecutive_failures += 1;
-        let limit = self.module.manifest.retry.quarantine_after;
-        if limit > 0 && self.consecutive_failures >= limit {
+        if quarantine {
             tracing::error!(module = %self.module.name, failures = self.consecutive_failures, "quarantined: too many failures in a row; `sluice resume` brings it back");
-            self.cx.store.set_quarantined(&self.module.name, true)?;
             self.controls.quarantine.set(true);
             *self.controls.status.lock().unwrap() = ModuleStatus::Quarantined;
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Dead-letter a record that is not an event (`frame` is the source's
@@ -158,7 +183,9 @@ impl Worker {
         let store = self.cx.store.clone();
         let c = Commit::new(&store);
         let dlq_topic = self.module.dlq_topic.clone();
-        self.advance(c, topic, p, offset + 1, vec![(dlq_topic, vec![dl])])?;
+        if !self.advance(c, topic, p, offset + 1, vec![(dlq_topic, vec![dl])])? {
+            return Ok(());
+        }
         self.controls.metrics.dead_letters.add(1);
         let at = format!("{topic}/{p}/{offset}");
         self.controls

@@ -26,7 +26,8 @@ pub(super) enum Attempt {
 enum Single {
     /// Applied or dead-lettered, and committed.
     Done,
-    /// The pipeline is stopping; nothing was committed.
+    /// The pipeline is stopping, or the partition is no longer this
+    /// host's; nothing was committed.
     Stopped,
 }
 
@@ -83,7 +84,9 @@ impl Worker {
                         Some(f) => rest[f].offset,
                         None => cut,
                     };
-                    self.commit_effects(topic, p, &rest[..ok], next)?;
+                    if !self.commit_effects(topic, p, &rest[..ok], next)? {
+                        return Ok(false);
+                    }
                     i += ok;
                     if let Some(f) = fail {
                         let failure = results.into_iter().nth(f).and_then(Result::err);
@@ -187,11 +190,13 @@ impl Worker {
                         attempts,
                         first_failure_ms: first_failure_ms.unwrap_or_else(now_ms),
                     };
-                    self.dead_letter(topic, p, item, failed, next)?;
-                    return Ok(Single::Done);
+                    return Ok(match self.dead_letter(topic, p, item, failed, next)? {
+                        true => Single::Done,
+                        false => Single::Stopped,
+                    });
                 }
                 self.controls.metrics.retries.add(1);
-                if !self.backoff(attempts) {
+                if !self.backoff(attempts)? || !self.input.holds(topic, p) {
                     return Ok(Single::Stopped);
                 }
             }
@@ -211,8 +216,12 @@ impl Worker {
             attempts += 1;
             let r = match r {
                 Ok(Ok(())) => {
-                    self.commit_effects(topic, p, std::slice::from_ref(item), next)?;
-                    return Ok(Single::Done);
+                    return Ok(
+                        match self.commit_effects(topic, p, std::slice::from_ref(item), next)? {
+                            true => Single::Done,
+                            false => Single::Stopped,
+                        },
+                    );
                 }
                 Ok(Err(f)) => Attempt::Failed(f),
                 Err(trap) => Attempt::Trapped(trap),
@@ -235,8 +244,9 @@ impl Worker {
         }
     }
 
-    /// Sleep before attempt `attempts + 1` (exponential, full jitter). False if stopping.
-    fn backoff(&self, attempts: u32) -> bool {
+    /// Sleep before attempt `attempts + 1` (exponential, full jitter),
+    /// serving the input meanwhile. False if stopping.
+    fn backoff(&mut self, attempts: u32) -> anyhow::Result<bool> {
         let b = &self.module.manifest.retry.backoff;
         let exp = b
             .initial
@@ -246,10 +256,11 @@ impl Worker {
         let deadline = Instant::now() + wait;
         while Instant::now() < deadline {
             if self.stopping() {
-                return false;
+                return Ok(false);
             }
             std::thread::sleep((deadline - Instant::now()).min(Duration::from_millis(50)));
+            self.serve_input()?;
         }
-        true
+        Ok(true)
     }
 }

@@ -33,6 +33,8 @@ pub struct Metrics {
     pub batches: Counter,
     /// Events deleted by retention before this module read them.
     pub lost_to_retention: Counter,
+    /// Events without a partition key whose commit changed state.
+    pub keyless_state_writes: Counter,
     /// Times the module's pipeline was started (1 + upgrades, rollbacks,
     /// resumes after a pause, rewinds).
     pub starts: Counter,
@@ -56,6 +58,8 @@ pub struct MetricsSnapshot {
     pub batches: u64,
     #[serde(default)]
     pub lost_to_retention: u64,
+    #[serde(default)]
+    pub keyless_state_writes: u64,
     #[serde(default)]
     pub starts: u64,
     pub traps: std::collections::BTreeMap<String, u64>,
@@ -100,6 +104,7 @@ impl Metrics {
             dead_letters: self.dead_letters.get(),
             batches: self.batches.get(),
             lost_to_retention: self.lost_to_retention.get(),
+            keyless_state_writes: self.keyless_state_writes.get(),
             starts: self.starts.get(),
             traps,
             last_error: self.last_error.lock().unwrap().clone(),

@@ -12,7 +12,7 @@ use super::{Context, Metrics, ModuleStatus};
 use crate::config::{Manifest, StartPosition};
 use crate::dlq;
 use crate::runtime::{Loaded, ModuleCtx, ModuleInstance};
-use crate::source::{Input, Placement, start_offset};
+use crate::source::{Input, Placement};
 use crate::state::Commit;
 use crate::state::txn::{Txn, TxnLimits};
 use crate::util::Flag;
@@ -80,11 +80,11 @@ impl Worker {
             limits: manifest.limits.clone(),
         });
         let replay_topic = manifest.replay_topic();
-        let topics: Vec<String> = manifest
+        let topics: Vec<(String, StartPosition)> = manifest
             .subscribe
             .iter()
-            .map(|s| s.topic.clone())
-            .chain([replay_topic.clone()])
+            .map(|s| (s.topic.clone(), s.start))
+            .chain([(replay_topic.clone(), StartPosition::Earliest)])
             .collect();
         let mut input = cx.source.input(&manifest.name, &topics)?;
         let mut subs = Vec::new();
@@ -138,27 +138,26 @@ impl Worker {
         Ok(w)
     }
 
-    /// Load each partition's cursor, or place and persist it from the
-    /// subscription's start.
+    /// Load each partition's cursor; for a partition without one, ask the
+    /// input where the subscription starts (and record it), unless the input
+    /// places it itself when the partition is given to this host.
     fn init_cursors(&mut self) -> anyhow::Result<()> {
         let mut fresh = Vec::new();
         for s in &self.subs {
             for p in 0..s.partitions {
                 let at = match self.cx.store.cursor(&self.module.name, &s.topic, p)? {
                     Some(c) => c,
-                    None => {
-                        let bounds = self.input.bounds(&s.topic, p).unwrap_or((0, 0));
-                        let input = &mut self.input;
-                        let at = start_offset(s.start, bounds, |ms| {
-                            input.offset_for_time(&s.topic, p, ms)
-                        })?;
-                        fresh.push(Placement {
-                            topic: s.topic.clone(),
-                            partition: p,
-                            at,
-                        });
-                        at
-                    }
+                    None => match self.input.start(&s.topic, p, s.start)? {
+                        Some(at) => {
+                            fresh.push(Placement {
+                                topic: s.topic.clone(),
+                                partition: p,
+                                at,
+                            });
+                            at
+                        }
+                        None => continue,
+                    },
                 };
                 self.cursors.insert((s.topic.clone(), p), at);
             }
@@ -167,7 +166,9 @@ impl Worker {
         Ok(())
     }
 
-    /// Persist the cursors of partitions the input just placed.
+    /// Persist the cursors of partitions the input just placed. A partition
+    /// beyond what a subscription knew (added to the topic since) is read
+    /// from now on.
     pub(super) fn place(&mut self, placed: &[Placement]) -> anyhow::Result<()> {
         if placed.is_empty() {
             return Ok(());
@@ -176,9 +177,22 @@ impl Worker {
         for pl in placed {
             c.cursor(&self.module.name, &pl.topic, pl.partition, pl.at);
             self.cursors.insert((pl.topic.clone(), pl.partition), pl.at);
+            if let Some(s) = self.subs.iter_mut().find(|s| s.topic == pl.topic)
+                && pl.partition >= s.partitions
+            {
+                tracing::info!(module = %self.module.name, topic = %pl.topic, partitions = pl.partition + 1, "the topic has more partitions now");
+                s.partitions = pl.partition + 1;
+            }
         }
         c.commit()?;
         Ok(())
+    }
+
+    /// Serve the input between attempts (a Kafka consumer must poll to stay
+    /// in its group), recording what it placed.
+    pub(super) fn serve_input(&mut self) -> anyhow::Result<()> {
+        let placed = self.input.poll();
+        self.place(&placed)
     }
 
     pub(super) fn instantiate(&self) -> anyhow::Result<ModuleInstance> {
@@ -230,8 +244,7 @@ impl Worker {
                 }
                 continue;
             }
-            let placed = self.input.poll();
-            self.place(&placed)?;
+            self.serve_input()?;
             let mut progressed = false;
             for si in 0..self.subs.len() {
                 for p in 0..self.subs[si].partitions {
@@ -252,7 +265,9 @@ impl Worker {
     /// Read and process one batch from a partition. Returns whether the cursor moved.
     fn poll_partition(&mut self, si: usize, p: u32) -> anyhow::Result<bool> {
         let topic = self.subs[si].topic.clone();
-        let from = self.cursors[&(topic.clone(), p)];
+        let Some(&from) = self.cursors.get(&(topic.clone(), p)) else {
+            return Ok(false); // not placed on this host (yet)
+        };
         let records = self.input.read(&topic, p, from, self.cx.batch_size)?;
         let Some(last) = records.last() else {
             return Ok(false);
@@ -306,7 +321,7 @@ impl Worker {
         if !self.apply(&topic, p, &todo, cut)? {
             return Ok(true);
         }
-        if todo.is_empty() || self.cursors[&(topic.clone(), p)] < cut {
+        if todo.is_empty() || self.cursors.get(&(topic.clone(), p)) < Some(&cut) {
             // Everything left was filtered out or already applied.
             let store = self.cx.store.clone();
             let c = Commit::new(&store);

@@ -15,10 +15,23 @@ use sluice_wire::OwnedEvent;
 use super::Deliver;
 use crate::source::binding::encode;
 use crate::source::kafka::BrokerHealth;
+use crate::source::partition::for_event;
+
+/// How the producer picks each record's partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Partitioning {
+    /// By key, else by `source` + `id` (`source::partition::for_event`), as
+    /// the embedded log does, so a resend lands where the original went.
+    ByIdentity,
+    /// The partition each event names (replays).
+    AsGiven,
+}
 
 /// An idempotent producer.
 pub struct Producer {
     producer: FutureProducer,
+    /// Partition counts by topic, looked up once.
+    partitions: std::sync::Mutex<std::collections::HashMap<String, u32>>,
     /// Waits for delivery reports (built once, not per page).
     waiter: tokio::runtime::Runtime,
     health: Arc<BrokerHealth>,
@@ -47,20 +60,21 @@ impl Producer {
             .map_err(|e| format!("cannot start a runtime for delivery reports: {e}"))?;
         Ok(Producer {
             producer,
+            partitions: Default::default(),
             waiter,
             health,
         })
     }
 
-    /// Publish `events` (in order) to their topics and wait for every
-    /// delivery report; with `own_partitions`, each to the partition it
-    /// names. Returns `(partition, offset)` per event.
+    /// Publish `events` (in order) to their topics, placed as `partitioning`
+    /// says, and wait for every delivery report. Returns `(partition,
+    /// offset)` per event.
     pub fn publish(
         &self,
         events: &[OwnedEvent],
-        own_partitions: bool,
+        partitioning: Partitioning,
     ) -> Result<Vec<(u32, u64)>, String> {
-        let r = self.publish_inner(events, own_partitions);
+        let r = self.publish_inner(events, partitioning);
         match &r {
             Ok(_) => self.health.ok(),
             Err(e) => self.health.error(e),
@@ -68,10 +82,31 @@ impl Producer {
         r
     }
 
+    /// The partition count of `topic` (cached).
+    fn partition_count(&self, topic: &str) -> Result<u32, String> {
+        if let Some(n) = self.partitions.lock().unwrap().get(topic) {
+            return Ok(*n);
+        }
+        let md = self
+            .producer
+            .client()
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .map_err(|e| format!("Kafka metadata for `{topic}`: {e}"))?;
+        let n = md
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic && t.error().is_none())
+            .map(|t| t.partitions().len() as u32)
+            .filter(|n| *n > 0)
+            .ok_or_else(|| format!("Kafka topic `{topic}` does not exist"))?;
+        self.partitions.lock().unwrap().insert(topic.to_string(), n);
+        Ok(n)
+    }
+
     fn publish_inner(
         &self,
         events: &[OwnedEvent],
-        own_partitions: bool,
+        partitioning: Partitioning,
     ) -> Result<Vec<(u32, u64)>, String> {
         let mut pending = Vec::with_capacity(events.len());
         for ev in events {
@@ -87,8 +122,12 @@ impl Producer {
             if let Some(k) = &key {
                 record = record.key(k);
             }
-            if own_partitions {
-                record = record.partition(ev.partition as i32);
+            let partition = match partitioning {
+                Partitioning::AsGiven => Some(ev.partition),
+                Partitioning::ByIdentity => for_event(ev, self.partition_count(&ev.topic)?),
+            };
+            if let Some(p) = partition {
+                record = record.partition(p as i32);
             }
             loop {
                 match self.producer.send_result(record) {
@@ -125,7 +164,7 @@ impl Producer {
 
 impl Deliver for Producer {
     fn deliver(&self, events: &[OwnedEvent]) -> Result<(), String> {
-        self.publish(events, false).map(|_| ())
+        self.publish(events, Partitioning::ByIdentity).map(|_| ())
     }
 
     fn flush(&self) {

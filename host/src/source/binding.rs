@@ -73,6 +73,7 @@ pub fn decode(
     if ev.id.is_empty() {
         ev.id = format!("{topic}/{partition}/{offset}");
     }
+    super::ingest::fill_source(&mut ev, topic);
     if ev.time.is_none()
         && let Some(ms) = timestamp_ms
     {

@@ -15,8 +15,20 @@ use serde_json::{Map, Value};
 use sluice_wire::OwnedEvent;
 use std::fmt;
 
-/// Default `source` for events sent without one.
-pub const DEFAULT_SOURCE: &str = "/sluice/ingest";
+/// The `source` an event sent to `topic` without one gets: unique per
+/// topic, so that events posted without a source to two topics are never
+/// taken for one another (the idempotency key is `source` + `id`).
+pub fn default_source(topic: &str) -> String {
+    format!("/sluice/topics/{topic}")
+}
+
+/// Give `ev`, read from or posted to `topic`, its default source if it came
+/// without one.
+pub fn fill_source(ev: &mut OwnedEvent, topic: &str) {
+    if ev.source.is_empty() {
+        ev.source = default_source(topic);
+    }
+}
 
 /// Why a produced event was refused.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -134,10 +146,12 @@ pub fn structured(v: Value) -> Result<OwnedEvent, IngestError> {
         return Err(err("type", "must not be empty"));
     }
     let id = opt_string(&mut obj, "id")?.unwrap_or_default();
-    let source = opt_string(&mut obj, "source")?.unwrap_or_else(|| DEFAULT_SOURCE.into());
-    if source.is_empty() {
-        return Err(err("source", "must not be empty"));
-    }
+    // A missing source is filled per topic by the caller (`fill_source`).
+    let source = match opt_string(&mut obj, "source")? {
+        Some(s) if s.is_empty() => return Err(err("source", "must not be empty")),
+        Some(s) => s,
+        None => String::new(),
+    };
     let subject = opt_string(&mut obj, "subject")?;
     let time = opt_string(&mut obj, "time")?;
     if let Some(t) = &time
@@ -239,7 +253,6 @@ pub fn binary(
     body: &[u8],
 ) -> Result<OwnedEvent, IngestError> {
     let mut ev = OwnedEvent {
-        source: DEFAULT_SOURCE.into(),
         data: body.to_vec(),
         datacontenttype: content_type.map(str::to_owned),
         ..Default::default()
@@ -259,6 +272,9 @@ pub fn binary(
                 }
             }
             "id" => ev.id = value.clone(),
+            "source" if value.is_empty() => {
+                return Err(err("ce-source", "must not be empty"));
+            }
             "source" => ev.source = value.clone(),
             "type" => {
                 ev.ty = value.clone();
@@ -291,6 +307,98 @@ pub fn binary(
     Ok(ev)
 }
 
+/// The headers of a binary-mode HTTP request as `(lower-case name, value)`
+/// for [`binary`]: `ce-*` values percent-decoded as the CloudEvents HTTP
+/// binding says, then read as UTF-8 (a value sent raw in UTF-8 is taken as
+/// it is). A `ce-*`, `content-type` or `traceparent` value that is not UTF-8
+/// after decoding is refused, naming the header; no attribute is dropped.
+pub fn http_headers<'a>(
+    raw: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+) -> Result<Vec<(String, String)>, IngestError> {
+    let mut out = Vec::new();
+    for (name, value) in raw {
+        let name = name.to_ascii_lowercase();
+        let attribute = name.starts_with("ce-");
+        if !attribute && name != "content-type" && name != "traceparent" {
+            continue;
+        }
+        let bytes = if attribute {
+            percent_decode(value)
+        } else {
+            value.to_vec()
+        };
+        let text = String::from_utf8(bytes).map_err(|_| {
+            err(
+                &name,
+                "not UTF-8 (percent-encode non-ASCII characters, as the CloudEvents HTTP binding says)",
+            )
+        })?;
+        out.push((name, text));
+    }
+    Ok(out)
+}
+
+/// `%XX` sequences replaced by their byte; anything else kept as it is.
+fn percent_decode(v: &[u8]) -> Vec<u8> {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while i < v.len() {
+        if v[i] == b'%'
+            && let (Some(h), Some(l)) = (
+                v.get(i + 1).copied().and_then(hex),
+                v.get(i + 2).copied().and_then(hex),
+            )
+        {
+            out.push(h << 4 | l);
+            i += 3;
+            continue;
+        }
+        out.push(v[i]);
+        i += 1;
+    }
+    out
+}
+
+/// The key `pointer` (a JSON pointer into `data`) names, for an event that
+/// has no key of its own: a string as it is, a number or boolean as text.
+pub fn derive_key(ev: &mut OwnedEvent, pointer: &str) -> Result<(), IngestError> {
+    if ev.key.is_some() {
+        return Ok(());
+    }
+    let data: Value = serde_json::from_slice(&ev.data).map_err(|_| {
+        err(
+            "data",
+            format!(
+                "this topic takes its partition key from `{pointer}` in `data`, which is not JSON"
+            ),
+        )
+    })?;
+    let key = match data.pointer(pointer) {
+        Some(Value::String(s)) => s.clone(),
+        Some(v @ (Value::Number(_) | Value::Bool(_))) => v.to_string(),
+        Some(other) => {
+            return Err(err(
+                "data",
+                format!(
+                    "this topic takes its partition key from `{pointer}` in `data`, which is {}",
+                    kind(other)
+                ),
+            ));
+        }
+        None => {
+            return Err(err(
+                "data",
+                format!(
+                    "this topic takes its partition key from `{pointer}` in `data`, which this event lacks (or give it a `partitionkey`)"
+                ),
+            ));
+        }
+    };
+    ev.key = Some(key.into_bytes());
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,7 +408,7 @@ mod tests {
         let e = parse_json(br#"{"type":"t","data_base64":"AAE=","traceparent":"00-x","seq":3}"#)
             .unwrap();
         assert_eq!(e[0].data, [0, 1]);
-        assert_eq!(e[0].source, DEFAULT_SOURCE);
+        assert_eq!(e[0].source, "", "filled per topic by the caller");
         assert_eq!(e[0].headers.len(), 2);
     }
 
@@ -324,6 +432,46 @@ mod tests {
         assert_eq!(e.field.as_deref(), Some("specversion"));
         let e = parse_json(br#"{"type":"t","Bad-Name":"x"}"#).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("Bad-Name"));
+    }
+
+    #[test]
+    fn http_headers_are_percent_decoded_and_refused_when_not_utf8() {
+        let h = http_headers([
+            ("CE-Source", &b"/m%C3%BCnchen"[..]),
+            ("ce-id", "caf\u{e9}".as_bytes()),
+            ("ce-subject", b"100%25 %zz"),
+            ("accept", b"\xff"),
+            ("traceparent", b"00-a-b-01"),
+        ])
+        .unwrap();
+        assert_eq!(
+            h,
+            [
+                ("ce-source".to_string(), "/m\u{fc}nchen".to_string()),
+                ("ce-id".to_string(), "caf\u{e9}".to_string()),
+                ("ce-subject".to_string(), "100% %zz".to_string()),
+                ("traceparent".to_string(), "00-a-b-01".to_string()),
+            ]
+        );
+        let e = http_headers([("ce-id", &b"%FF"[..])]).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("ce-id"));
+    }
+
+    #[test]
+    fn keys_come_from_the_pointer_unless_given() {
+        let mut ev = parse_json(br#"{"type":"t","data":{"c":{"id":7}}}"#)
+            .unwrap()
+            .remove(0);
+        derive_key(&mut ev, "/c/id").unwrap();
+        assert_eq!(ev.key.as_deref(), Some(&b"7"[..]));
+        let mut keyed = parse_json(br#"{"type":"t","partitionkey":"k","data":{}}"#)
+            .unwrap()
+            .remove(0);
+        derive_key(&mut keyed, "/c").unwrap();
+        assert_eq!(keyed.key.as_deref(), Some(&b"k"[..]));
+        let mut missing = parse_json(br#"{"type":"t","data":{}}"#).unwrap().remove(0);
+        let e = derive_key(&mut missing, "/c").unwrap_err();
+        assert!(e.message.contains("`/c`"), "{e}");
     }
 
     #[test]

@@ -59,6 +59,9 @@ pub enum TopicError {
     /// The backend cannot do this (yet).
     #[error("{0}")]
     Unsupported(String),
+    /// It contradicts what the topic holds.
+    #[error("{0}")]
+    Conflict(String),
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -167,10 +170,20 @@ pub struct Health {
 pub trait Input: Send {
     /// Partition count of a subscribed topic (`None`: no such topic).
     fn partitions(&mut self, topic: &str) -> Option<u32>;
-    /// `(first, end)` offsets of a partition.
-    fn bounds(&mut self, topic: &str, partition: u32) -> Option<(u64, u64)>;
-    /// The first offset at or after time `ms` (or the end).
-    fn offset_for_time(&mut self, topic: &str, partition: u32, ms: i64) -> Result<u64, TopicError>;
+    /// Where the module starts in a partition it has no cursor for: the
+    /// offset `start` names, to be recorded as its cursor; or `None` when the
+    /// backend places the partition itself once it is given to this host
+    /// (Kafka: the group's committed offset first, `start` only for a group
+    /// that has none).
+    fn start(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        start: StartPosition,
+    ) -> Result<Option<u64>, TopicError>;
+    /// Whether this host still holds the partition (a Kafka member dropped
+    /// from its group does not): nothing is committed for one it does not.
+    fn holds(&mut self, topic: &str, partition: u32) -> bool;
     /// Serve the backend without waiting (fetch, rebalances). Returns the
     /// partitions placed since the last call.
     fn poll(&mut self) -> Vec<Placement>;
@@ -193,10 +206,14 @@ pub trait Input: Send {
 
 /// What builds modules' inputs and reports where modules are.
 pub trait Source: Send + Sync {
-    /// A consumer for `module` of `topics` (its subscriptions, replay topic
-    /// included). Partitions are placed at the module's cursors in the
-    /// state store.
-    fn input(&self, module: &str, topics: &[String]) -> Result<Box<dyn Input>, TopicError>;
+    /// A consumer for `module` of `topics` (its subscriptions with their
+    /// start positions, the replay topic included). Partitions are placed at
+    /// the module's cursors in the state store.
+    fn input(
+        &self,
+        module: &str,
+        topics: &[(String, StartPosition)],
+    ) -> Result<Box<dyn Input>, TopicError>;
     /// Cursor and end of each partition of `topics` that `module` reads on
     /// this host (for status views; cheap, no scans).
     fn progress(&self, module: &str, topics: &[String]) -> Vec<Progress>;

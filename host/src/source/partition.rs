@@ -1,4 +1,8 @@
-//! Kafka-compatible key partitioning (murmur2, as in Kafka's default partitioner).
+//! Where an event goes: by its key, with Kafka's default partitioner
+//! (murmur2), so a key lands where a Java client would put it; an event
+//! without a key by its identity (`source` and `id`), so that a resend lands
+//! where the original went and meets its idempotency mark (state,
+//! idempotency sets and cursors are per partition).
 
 /// Kafka's murmur2 hash of `data`.
 pub fn murmur2(data: &[u8]) -> i32 {
@@ -46,6 +50,23 @@ pub fn for_key(key: &[u8], partitions: u32) -> u32 {
     ((murmur2(key) & 0x7fff_ffff) as u32) % partitions
 }
 
+/// The partition of `ev` among `partitions`: by key, else by `source` +
+/// `id`; `None` for an event with neither (it cannot be recognised when
+/// sent again, so any partition will do).
+pub fn for_event(ev: &sluice_wire::OwnedEvent, partitions: u32) -> Option<u32> {
+    if let Some(k) = &ev.key {
+        return Some(for_key(k, partitions));
+    }
+    if ev.id.is_empty() {
+        return None;
+    }
+    let mut identity = Vec::with_capacity(ev.source.len() + 1 + ev.id.len());
+    identity.extend_from_slice(ev.source.as_bytes());
+    identity.push(0);
+    identity.extend_from_slice(ev.id.as_bytes());
+    Some(for_key(&identity, partitions))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,5 +93,26 @@ mod tests {
         }
         assert!(seen.iter().all(|&n| n > 50), "{seen:?}");
         assert_eq!(for_key(b"c1", 3), for_key(b"c1", 3));
+    }
+
+    #[test]
+    fn keyless_events_go_by_identity() {
+        let ev = |source: &str, id: &str| sluice_wire::OwnedEvent {
+            source: source.into(),
+            id: id.into(),
+            ..Default::default()
+        };
+        let spread: std::collections::HashSet<u32> = (0..100)
+            .filter_map(|i| for_event(&ev("/s", &format!("e{i}")), 4))
+            .collect();
+        assert_eq!(spread.len(), 4, "identities spread over the partitions");
+        for i in 0..100 {
+            let id = format!("e{i}");
+            assert_eq!(for_event(&ev("/s", &id), 4), for_event(&ev("/s", &id), 4));
+        }
+        assert_eq!(for_event(&ev("/s", ""), 4), None);
+        let mut keyed = ev("/s", "e1");
+        keyed.key = Some(b"c1".to_vec());
+        assert_eq!(for_event(&keyed, 4), Some(for_key(b"c1", 4)));
     }
 }

@@ -7,8 +7,8 @@ use std::sync::atomic::Ordering;
 use rocksdb::WriteBatch;
 
 use super::{
-    CF_CURSOR, CF_DEDUP, CF_DEDUP_EXP, CF_OUTBOX, CF_STATE, Store, StoreError, cursor_key,
-    state_key,
+    CF_CURSOR, CF_DEDUP, CF_DEDUP_EXP, CF_META, CF_OUTBOX, CF_STATE, Store, StoreError, cursor_key,
+    module_prefix, quarantine_key, state_key,
 };
 
 /// Builds the one `WriteBatch` that commits a group of events' effects.
@@ -52,6 +52,36 @@ impl<'s> Commit<'s> {
             next.to_be_bytes(),
         );
     }
+    /// Remember (or forget) that `module` is quarantined.
+    pub fn quarantine(&mut self, module: &str, on: bool) {
+        let (cf, key) = (self.store.cf(CF_META), quarantine_key(module));
+        if on {
+            self.batch.put_cf(cf, key, b"1");
+        } else {
+            self.batch.delete_cf(cf, key);
+        }
+    }
+
+    /// Delete a module's state and idempotency marks, and with `cursors` also
+    /// its cursors and quarantine mark (what `undeploy --purge` and `rewind
+    /// --reset-state` throw away). Writes after this one in the same commit
+    /// (a rewind's new cursors) stand. The module must not be running.
+    pub fn forget_module(&mut self, module: &str, cursors: bool) {
+        let from = module_prefix(module);
+        let mut to = from.clone();
+        *to.last_mut().expect("prefix ends with 0") = 1;
+        let mut families = vec![CF_STATE, CF_DEDUP];
+        if cursors {
+            families.push(CF_CURSOR);
+            self.quarantine(module, false);
+        }
+        for cf in families {
+            self.batch.delete_range_cf(self.store.cf(cf), &from, &to);
+        }
+        // Expiry entries of deleted marks are left for the sweep, which skips
+        // marks that are gone.
+    }
+
     /// Queue an event frame for the relay.
     pub fn outbox(&mut self, module: &str, frame: &[u8]) {
         let mut v = Vec::with_capacity(4 + module.len() + frame.len());

@@ -78,6 +78,8 @@ pub struct Store {
     /// checks and deletes expired marks, so it never deletes a mark that a
     /// commit wrote again between its check and its delete.
     sweep_lock: std::sync::RwLock<()>,
+    /// Atomic writes made (see [`Store::writes`]).
+    writes: AtomicU64,
 }
 
 /// A state entry: `(user key, value)`.
@@ -118,6 +120,7 @@ impl Store {
             outbox_lock: std::sync::Mutex::new(()),
             relay_next: AtomicU64::new(0),
             sweep_lock: std::sync::RwLock::new(()),
+            writes: AtomicU64::new(0),
         };
         let next = store
             .db
@@ -151,7 +154,13 @@ impl Store {
         let mut wo = WriteOptions::default();
         wo.set_sync(self.sync);
         self.db.write_opt(batch, &wo)?;
+        self.writes.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// How many atomic writes (`WriteBatch`es) this store has made.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
     }
 
     /// A module's committed state value.
@@ -362,13 +371,9 @@ impl Store {
 
     /// Remember (or forget) that `module` is quarantined, across restarts.
     pub fn set_quarantined(&self, module: &str, on: bool) -> Result<(), StoreError> {
-        let key = quarantine_key(module);
-        if on {
-            self.db.put_cf(self.cf(CF_META), key, b"1")?;
-        } else {
-            self.db.delete_cf(self.cf(CF_META), key)?;
-        }
-        Ok(())
+        let mut c = Commit::new(self);
+        c.quarantine(module, on);
+        c.commit()
     }
 
     /// Whether `module` was quarantined and not resumed.
@@ -415,21 +420,9 @@ impl Store {
     /// its cursors and quarantine mark: what `undeploy --purge` and
     /// `rewind --reset-state` throw away. The module must not be running.
     pub fn forget_module(&self, module: &str, cursors: bool) -> Result<(), StoreError> {
-        let from = module_prefix(module);
-        let mut to = from.clone();
-        *to.last_mut().expect("prefix ends with 0") = 1;
-        let mut batch = WriteBatch::default();
-        let mut families = vec![CF_STATE, CF_DEDUP];
-        if cursors {
-            families.push(CF_CURSOR);
-            batch.delete_cf(self.cf(CF_META), quarantine_key(module));
-        }
-        for cf in families {
-            batch.delete_range_cf(self.cf(cf), &from, &to);
-        }
-        // Expiry entries of deleted marks are left for the sweep, which skips
-        // marks that are gone.
-        self.write(batch)
+        let mut c = Commit::new(self);
+        c.forget_module(module, cursors);
+        c.commit()
     }
 
     /// Whether a dedup key is present at all (expired or not), for tests and tools.
@@ -446,11 +439,11 @@ pub(crate) fn be_u64(b: &[u8]) -> u64 {
 }
 
 /// Key (in `meta`) of a module's quarantine mark.
-fn quarantine_key(module: &str) -> String {
+pub(crate) fn quarantine_key(module: &str) -> String {
     format!("quarantine/{module}")
 }
 
-fn module_prefix(module: &str) -> Vec<u8> {
+pub(crate) fn module_prefix(module: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(module.len() + 1);
     k.extend_from_slice(module.as_bytes());
     k.push(0);

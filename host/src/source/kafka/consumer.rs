@@ -15,12 +15,17 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use super::ends::EndsWatcher;
 use super::placement::Placing;
 use super::{BrokerHealth, Kafka, Positions, REQUEST_TIMEOUT, SetIfUnset, record_of};
-use crate::source::{Input, Placement, Record, TopicError};
+use crate::config::StartPosition;
+use crate::source::{Input, Placement, Record, TopicError, start_offset};
 use crate::state::Store;
 
 /// A rebalance seen in `poll`.
 enum GroupEvent {
+    /// Given to this host and placed.
     Assigned(Vec<Placement>),
+    /// Given to this host, but where it resumes could not be known (the
+    /// broker did not answer): paused until it can.
+    Unplaced(Vec<(String, u32)>),
     Revoked(Vec<(String, u32)>),
 }
 
@@ -29,6 +34,8 @@ struct GroupContext {
     health: Arc<BrokerHealth>,
     module: String,
     store: Arc<Store>,
+    /// Each subscribed topic's start position, for a group without offsets.
+    starts: HashMap<String, StartPosition>,
     events: Mutex<Vec<GroupEvent>>,
     /// Offsets committed locally but not yet to Kafka.
     pending: Mutex<BTreeMap<(String, u32), u64>>,
@@ -79,43 +86,140 @@ impl ConsumerContext for GroupContext {
         let Rebalance::Assign(tpl) = rebalance else {
             return;
         };
-        let parts = tpl_entries(tpl);
-        let committed = consumer
-            .committed_offsets((*tpl).clone(), REQUEST_TIMEOUT)
-            .ok();
+        let committed = committed_offsets(consumer, tpl);
         let mut placed = TopicPartitionList::new();
         let mut assigned = Vec::new();
-        for (t, p) in parts {
-            let local = self
-                .store
-                .cursor(&self.module, &t, p)
-                .ok()
-                .flatten()
-                .unwrap_or(0);
-            let group = committed
-                .as_ref()
-                .and_then(|c| c.find_partition(&t, p as i32))
-                .and_then(|e| match e.offset() {
-                    Offset::Offset(o) if o >= 0 => Some(o as u64),
-                    _ => None,
-                })
-                .unwrap_or(0);
-            let at = local.max(group);
-            let _ = placed.add_partition_offset(&t, p as i32, Offset::Offset(at as i64));
-            assigned.push(Placement {
-                topic: t,
-                partition: p,
-                at,
-            });
+        let mut unplaced = Vec::new();
+        for (t, p) in tpl_entries(tpl) {
+            let group = match &committed {
+                Ok(c) => group_offset(c, &t, p),
+                Err(e) => Err(e.clone()),
+            };
+            match self.resume_at(consumer, &t, p, group) {
+                Ok(at) => {
+                    let _ = placed.add_partition_offset(&t, p as i32, Offset::Offset(at as i64));
+                    assigned.push(Placement {
+                        topic: t,
+                        partition: p,
+                        at,
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(module = %self.module, topic = %t, partition = p, error = %e, "cannot tell where this partition resumes; it waits until the broker answers");
+                    let _ = placed.add_partition_offset(&t, p as i32, Offset::End);
+                    unplaced.push((t, p));
+                }
+            }
         }
         if let Err(e) = consumer.assign(&placed) {
             tracing::error!(module = %self.module, error = %e, "cannot place the assigned partitions at their cursors");
         }
-        tracing::info!(module = %self.module, partitions = ?assigned, "partitions assigned");
-        self.events
-            .lock()
-            .unwrap()
-            .push(GroupEvent::Assigned(assigned));
+        if !unplaced.is_empty() {
+            let mut paused = TopicPartitionList::new();
+            for (t, p) in &unplaced {
+                let _ = paused.add_partition(t, *p as i32);
+            }
+            if let Err(e) = consumer.pause(&paused) {
+                tracing::error!(module = %self.module, error = %e, "cannot pause the partitions that wait");
+            }
+        }
+        tracing::info!(module = %self.module, partitions = ?assigned, waiting = ?unplaced, "partitions assigned");
+        let mut events = self.events.lock().unwrap();
+        events.push(GroupEvent::Assigned(assigned));
+        if !unplaced.is_empty() {
+            events.push(GroupEvent::Unplaced(unplaced));
+        }
+    }
+}
+
+impl GroupContext {
+    /// Where this host resumes a partition it was just given: the furthest
+    /// of its local cursor and the group's committed offset (`group`; the
+    /// second is ahead when another host processed the partition meanwhile);
+    /// with neither, the subscription's start position. A manifest's start
+    /// applies only to a group that has no offset; what cannot be known now
+    /// (`Err`) is never guessed: reading from a wrong place would apply
+    /// events twice or skip them.
+    fn resume_at(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        t: &str,
+        p: u32,
+        group: Result<Option<u64>, String>,
+    ) -> Result<u64, String> {
+        let local = self
+            .store
+            .cursor(&self.module, t, p)
+            .map_err(|e| format!("local cursor: {e}"))?;
+        Ok(match (local, group?) {
+            (Some(l), Some(g)) => l.max(g),
+            (Some(l), None) => l,
+            (None, Some(g)) => g,
+            (None, None) => {
+                let start = self
+                    .starts
+                    .get(t)
+                    .copied()
+                    .unwrap_or(StartPosition::Earliest);
+                let (lo, hi) = consumer
+                    .fetch_watermarks(t, p as i32, REQUEST_TIMEOUT)
+                    .map_err(|e| format!("watermarks: {e}"))?;
+                let bounds = (lo.max(0) as u64, hi.max(0) as u64);
+                start_offset(start, bounds, |ms| {
+                    Ok(offset_for_time(consumer, t, p, ms).unwrap_or(bounds.1))
+                })
+                .map_err(|e| e.to_string())?
+            }
+        })
+    }
+}
+
+/// The group's committed offsets for `tpl`, asked a few times before giving up.
+fn committed_offsets<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    tpl: &TopicPartitionList,
+) -> Result<TopicPartitionList, String> {
+    let mut last = String::new();
+    for attempt in 0..3 {
+        if attempt > 0 {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        match consumer.committed_offsets(tpl.clone(), REQUEST_TIMEOUT) {
+            Ok(c) => return Ok(c),
+            Err(e) => last = format!("committed offsets: {e}"),
+        }
+    }
+    Err(last)
+}
+
+/// A partition's entry in committed offsets: `None` when the group has none.
+fn group_offset(c: &TopicPartitionList, t: &str, p: u32) -> Result<Option<u64>, String> {
+    let e = c
+        .find_partition(t, p as i32)
+        .ok_or_else(|| format!("no committed offset entry for {t}/{p}"))?;
+    if let Err(err) = e.error() {
+        return Err(format!("committed offset of {t}/{p}: {err}"));
+    }
+    Ok(match e.offset() {
+        Offset::Offset(o) if o >= 0 => Some(o as u64),
+        _ => None,
+    })
+}
+
+/// The first offset at or after time `ms`, if the broker has one.
+fn offset_for_time<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    t: &str,
+    p: u32,
+    ms: i64,
+) -> Option<u64> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(t, p as i32, Offset::Offset(ms))
+        .ok()?;
+    let r = consumer.offsets_for_times(tpl, REQUEST_TIMEOUT).ok()?;
+    match r.find_partition(t, p as i32)?.offset() {
+        Offset::Offset(o) if o >= 0 => Some(o as u64),
+        _ => None,
     }
 }
 
@@ -142,6 +246,9 @@ pub struct KafkaInput {
     assigned: HashSet<(String, u32)>,
     /// Partitions just placed at a cursor.
     placing: HashMap<(String, u32), Placing>,
+    /// Partitions given to this host whose resume offset is not known yet
+    /// (paused), with when it was last tried.
+    unplaced: HashMap<(String, u32), Instant>,
     /// Per partition: the cursor a gap was last seen at, and how often.
     gaps: HashMap<(String, u32), (u64, u32)>,
     ends: EndsWatcher,
@@ -163,14 +270,16 @@ impl KafkaInput {
     pub(super) fn new(
         kafka: &Kafka,
         module: &str,
-        topics: &[String],
+        subs: &[(String, StartPosition)],
         positions: Positions,
         registry: Arc<Mutex<HashMap<String, Positions>>>,
     ) -> Result<KafkaInput, String> {
+        let topics: Vec<String> = subs.iter().map(|(t, _)| t.clone()).collect();
         let ctx = GroupContext {
             health: kafka.health(),
             module: module.into(),
             store: kafka.store.clone(),
+            starts: subs.iter().cloned().collect(),
             events: Mutex::new(Vec::new()),
             pending: Mutex::new(BTreeMap::new()),
         };
@@ -180,7 +289,10 @@ impl KafkaInput {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set_if_unset("session.timeout.ms", "10000")
-            .set_if_unset("partition.assignment.strategy", "range");
+            .set_if_unset("partition.assignment.strategy", "range")
+            // Partitions added to a topic are noticed within seconds, not
+            // librdkafka's default five minutes.
+            .set_if_unset("topic.metadata.refresh.interval.ms", "10000");
         let consumer: BaseConsumer<GroupContext> = cfg
             .create_with_context(ctx)
             .map_err(|e| format!("cannot create a Kafka consumer for {module}: {e}"))?;
@@ -194,9 +306,10 @@ impl KafkaInput {
             buffers: HashMap::new(),
             assigned: HashSet::new(),
             placing: HashMap::new(),
+            unplaced: HashMap::new(),
             skips_batches: false,
             gaps: HashMap::new(),
-            ends: EndsWatcher::start(kafka, module, topics)?,
+            ends: EndsWatcher::start(kafka, module, &topics)?,
             last_commit: Instant::now(),
             buffered: 0,
             cursors: HashMap::new(),
@@ -250,9 +363,61 @@ impl KafkaInput {
             }
         }
         self.nudge_quiet_placements();
+        fresh.extend(self.place_waiting());
         self.flush_commits(false);
         self.publish_positions(!fresh.is_empty());
         fresh
+    }
+
+    /// Try again, about once a second, to place the partitions that wait
+    /// (see [`GroupEvent::Unplaced`]); each one placed is sought to its
+    /// offset and resumed.
+    fn place_waiting(&mut self) -> Vec<Placement> {
+        let due: Vec<(String, u32)> = self
+            .unplaced
+            .iter()
+            .filter(|(_, tried)| tried.elapsed() >= Duration::from_secs(1))
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut placed = Vec::new();
+        for key in due {
+            let (t, p) = (&key.0, key.1);
+            let mut tpl = TopicPartitionList::new();
+            let _ = tpl.add_partition(t, p as i32);
+            let group =
+                committed_offsets(&self.consumer, &tpl).and_then(|c| group_offset(&c, t, p));
+            match self
+                .consumer
+                .context()
+                .resume_at(&self.consumer, t, p, group)
+            {
+                Ok(at) => {
+                    if let Err(e) =
+                        self.consumer
+                            .seek(t, p as i32, Offset::Offset(at as i64), REQUEST_TIMEOUT)
+                    {
+                        tracing::warn!(topic = %t, partition = p, error = %e, "seek failed; trying again");
+                        self.unplaced.insert(key, Instant::now());
+                        continue;
+                    }
+                    let _ = self.consumer.resume(&tpl);
+                    tracing::info!(module = %self.module, topic = %t, partition = p, at, "partition placed");
+                    self.unplaced.remove(&key);
+                    self.cursors.insert(key.clone(), at);
+                    self.placing.insert(key.clone(), Placing::at(at, 0));
+                    placed.push(Placement {
+                        topic: key.0,
+                        partition: p,
+                        at,
+                    });
+                }
+                Err(e) => {
+                    tracing::debug!(topic = %t, partition = p, error = %e, "still cannot tell where this partition resumes");
+                    self.unplaced.insert(key, Instant::now());
+                }
+            }
+        }
+        placed
     }
 
     /// Whether a record at `offset` of a partition being placed may be used
@@ -328,8 +493,18 @@ impl KafkaInput {
                             self.buffered -= b.len();
                         }
                         self.placing.remove(&k);
+                        self.unplaced.remove(&k);
                         self.assigned.remove(&k);
                         self.cursors.remove(&k);
+                    }
+                }
+                GroupEvent::Unplaced(parts) => {
+                    for k in parts {
+                        if let Some(b) = self.buffers.remove(&k) {
+                            self.buffered -= b.len();
+                        }
+                        self.assigned.insert(k.clone());
+                        self.unplaced.insert(k, Instant::now());
                     }
                 }
                 GroupEvent::Assigned(parts) => {
@@ -414,28 +589,20 @@ impl Input for KafkaInput {
         super::admin::partition_count(&md, topic)
     }
 
-    fn bounds(&mut self, topic: &str, p: u32) -> Option<(u64, u64)> {
-        let (lo, hi) = self
-            .consumer
-            .fetch_watermarks(topic, p as i32, REQUEST_TIMEOUT)
-            .ok()?;
-        Some((lo.max(0) as u64, hi.max(0) as u64))
+    fn start(
+        &mut self,
+        _topic: &str,
+        _p: u32,
+        _start: StartPosition,
+    ) -> Result<Option<u64>, TopicError> {
+        // Placed when the group gives the partition to this host.
+        Ok(None)
     }
 
-    fn offset_for_time(&mut self, topic: &str, p: u32, ms: i64) -> Result<u64, TopicError> {
-        let mut tpl = TopicPartitionList::new();
-        let found = tpl
-            .add_partition_offset(topic, p as i32, Offset::Offset(ms))
-            .ok()
-            .and_then(|()| self.consumer.offsets_for_times(tpl, REQUEST_TIMEOUT).ok())
-            .and_then(|r| match r.find_partition(topic, p as i32)?.offset() {
-                Offset::Offset(o) if o >= 0 => Some(o as u64),
-                _ => None,
-            });
-        // No offset at or after the time: the end.
-        Ok(found
-            .or_else(|| self.bounds(topic, p).map(|b| b.1))
-            .unwrap_or(0))
+    fn holds(&mut self, topic: &str, p: u32) -> bool {
+        self.assigned.contains(&(topic.to_string(), p))
+            && !self.unplaced.contains_key(&(topic.to_string(), p))
+            && !self.consumer.assignment_lost()
     }
 
     fn poll(&mut self) -> Vec<Placement> {
@@ -459,7 +626,7 @@ impl Input for KafkaInput {
         max: usize,
     ) -> Result<Vec<Record>, TopicError> {
         let key = (topic.to_string(), p);
-        if self.placing.contains_key(&key) {
+        if self.placing.contains_key(&key) || self.unplaced.contains_key(&key) {
             return Ok(Vec::new());
         }
         let Some(buf) = self.buffers.get_mut(&key) else {

@@ -47,8 +47,8 @@ use super::binding::decode;
 use super::{
     Health, Input, Page, Placement, Produced, Progress, Record, Source, TopicError, Topics,
 };
-use crate::config::KafkaConfig;
-use crate::sink::kafka::Producer;
+use crate::config::{KafkaConfig, StartPosition};
+use crate::sink::kafka::{Partitioning, Producer};
 use crate::state::Store;
 
 /// How long a metadata or admin request may take.
@@ -248,7 +248,11 @@ fn record_of<M: Message>(m: &M) -> Record {
 }
 
 impl Source for Kafka {
-    fn input(&self, module: &str, topics: &[String]) -> Result<Box<dyn Input>, TopicError> {
+    fn input(
+        &self,
+        module: &str,
+        topics: &[(String, StartPosition)],
+    ) -> Result<Box<dyn Input>, TopicError> {
         let positions = Positions::default();
         self.positions
             .lock()
@@ -359,7 +363,7 @@ impl Topics for Kafka {
         }
         let placed = self
             .producer
-            .publish(&events, false)
+            .publish(&events, Partitioning::ByIdentity)
             .map_err(TopicError::Unavailable)?;
         Ok(events
             .into_iter()
@@ -377,7 +381,7 @@ impl Topics for Kafka {
             e.topic = topic.to_string();
         }
         self.producer
-            .publish(&events, true)
+            .publish(&events, Partitioning::AsGiven)
             .map(|_| ())
             .map_err(TopicError::Unavailable)
     }

@@ -12,8 +12,10 @@ use std::time::{Duration, Instant};
 use sluice_wire::OwnedEvent;
 
 use super::EventLog;
+use crate::config::StartPosition;
 use crate::source::{
     Health, Input, Page, Placement, Produced, Progress, Record, Source, TopicError, Topics,
+    start_offset,
 };
 
 /// One module's reader of the embedded log.
@@ -28,12 +30,21 @@ impl Input for LogInput {
         self.log.partitions(topic)
     }
 
-    fn bounds(&mut self, topic: &str, partition: u32) -> Option<(u64, u64)> {
-        self.log.bounds(topic, partition)
+    fn start(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        start: StartPosition,
+    ) -> Result<Option<u64>, TopicError> {
+        let bounds = Topics::bounds(self.log.as_ref(), topic, partition)?;
+        start_offset(start, bounds, |ms| {
+            self.log.offset_for_time(topic, partition, ms)
+        })
+        .map(Some)
     }
 
-    fn offset_for_time(&mut self, topic: &str, partition: u32, ms: i64) -> Result<u64, TopicError> {
-        self.log.offset_for_time(topic, partition, ms)
+    fn holds(&mut self, _topic: &str, _partition: u32) -> bool {
+        true
     }
 
     fn poll(&mut self) -> Vec<Placement> {
@@ -64,7 +75,11 @@ impl Input for LogInput {
 }
 
 impl Source for EventLog {
-    fn input(&self, _module: &str, _topics: &[String]) -> Result<Box<dyn Input>, TopicError> {
+    fn input(
+        &self,
+        _module: &str,
+        _topics: &[(String, StartPosition)],
+    ) -> Result<Box<dyn Input>, TopicError> {
         let log = self
             .me
             .upgrade()

@@ -1,8 +1,8 @@
 //! The embedded log: durable topics in the host's RocksDB (`log` column
 //! family), fed over the HTTP API.
 //!
-//! Offsets are dense per partition; an event with a key goes to
-//! `murmur2(key) % N`, one without round robin. Retention keeps the newest
+//! Offsets are dense per partition; an event goes to the partition
+//! `partition::for_event` names (by key, else by source and id). Retention keeps the newest
 //! `retention-events` per partition. A module's outputs are appended in the
 //! same `WriteBatch` as its state and cursor (`sink/log.rs`), so the log is
 //! its own outbox. [`backend`] implements the source traits over it.
@@ -52,7 +52,8 @@ pub struct EventLog {
 /// How [`EventLog::append_placed`] picks partitions.
 #[derive(Clone, Copy)]
 enum Placing {
-    /// By the key's hash (Kafka's murmur2), round robin without a key.
+    /// By the key's hash (Kafka's murmur2), else by `source` + `id`, round
+    /// robin for an event with neither (see `partition::for_event`).
     ByKey,
     /// The partition the event already names.
     AsGiven,
@@ -288,19 +289,19 @@ impl EventLog {
             let n = t.partitions.len() as u32;
             let mut out = Vec::with_capacity(events.len());
             for mut ev in events {
-                let p = match (&ev.key, placement) {
-                    (_, Placing::AsGiven) if ev.partition < n => ev.partition,
-                    (_, Placing::AsGiven) => {
+                let p = match placement {
+                    Placing::AsGiven if ev.partition < n => ev.partition,
+                    Placing::AsGiven => {
                         return Err(TopicError::NoPartition {
                             topic: name,
                             partition: ev.partition,
                             have: n,
                         });
                     }
-                    (Some(k), Placing::ByKey) => crate::source::partition::for_key(k, n),
-                    (None, Placing::ByKey) => {
-                        (t.round_robin.fetch_add(1, Ordering::Relaxed) % n as u64) as u32
-                    }
+                    Placing::ByKey => match crate::source::partition::for_event(&ev, n) {
+                        Some(p) => p,
+                        None => (t.round_robin.fetch_add(1, Ordering::Relaxed) % n as u64) as u32,
+                    },
                 };
                 let slot = advanced
                     .entry((Arc::as_ptr(t) as usize, p))
