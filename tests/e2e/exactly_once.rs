@@ -62,7 +62,12 @@ fn a_keyless_event_posted_again_is_applied_once() {
     // Two events, applied once each (keyless, they may sit in two
     // partitions, each with its own running total).
     let totals: Vec<(String, Value)> = host.state("aggregator");
-    let sum = |f: &str| totals.iter().map(|(_, v)| v[f].as_i64().unwrap()).sum::<i64>();
+    let sum = |f: &str| {
+        totals
+            .iter()
+            .map(|(_, v)| v[f].as_i64().unwrap())
+            .sum::<i64>()
+    };
     assert_eq!((sum("total"), sum("count")), (15, 2), "{totals:?}");
 }
 
@@ -87,7 +92,8 @@ fn a_topic_key_pointer_keeps_one_total_per_customer() {
     host.assert_aggregator_totals(&expected);
     let read = host.read_all("orders");
     assert!(
-        read.iter().all(|e| e["partitionkey"] == e["data"]["customer"]),
+        read.iter()
+            .all(|e| e["partitionkey"] == e["data"]["customer"]),
         "the key is taken from data/customer"
     );
     // An event the pointer finds nothing in is refused, naming what is missing.
@@ -148,7 +154,10 @@ fn events_without_a_source_on_two_topics_are_two_events() {
         .iter()
         .map(|t| host.read_all(t)[0]["source"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(sources, ["/sluice/topics/flaky-in", "/sluice/topics/flaky-in2"]);
+    assert_eq!(
+        sources,
+        ["/sluice/topics/flaky-in", "/sluice/topics/flaky-in2"]
+    );
 }
 
 /// One raw HTTP/1.1 request (header values as bytes, which HTTP clients
@@ -222,7 +231,11 @@ fn binary_mode_attributes_are_decoded_never_dropped() {
     let (code, resp) = raw_post(
         &host.addr,
         "/v1/topics/flaky-in/events",
-        &[("ce-type", b"t"), ("ce-id", b"2"), ("ce-source", b"/s/\xff\xfe")],
+        &[
+            ("ce-type", b"t"),
+            ("ce-id", b"2"),
+            ("ce-source", b"/s/\xff\xfe"),
+        ],
         body,
     );
     assert_eq!(code, 400, "{resp}");
@@ -235,8 +248,11 @@ fn a_module_owns_its_dead_letters() {
         stage(m, &["flaky"])
     });
     // Another module may not write into flaky's dead-letter topic.
-    let taker = manifest_text("counter", Some("taker"), None, "")
-        .replacen("name = ", "dead-letter-topic = \"flaky.dlq\"\nname = ", 1);
+    let taker = manifest_text("counter", Some("taker"), None, "").replacen(
+        "name = ",
+        "dead-letter-topic = \"flaky.dlq\"\nname = ",
+        1,
+    );
     let (code, body) = api(
         &host.addr,
         "POST",
@@ -294,7 +310,11 @@ fn a_module_owns_its_dead_letters() {
 
 /// An in-process host on the embedded log with `module` deployed from the
 /// staged modules and `events` in its input topic, caught up.
-fn in_process(module: &str, topic: &str, events: Vec<sluice_wire::OwnedEvent>) -> (tempfile::TempDir, std::sync::Arc<sluice::Service>) {
+fn in_process(
+    module: &str,
+    topic: &str,
+    events: Vec<sluice_wire::OwnedEvent>,
+) -> (tempfile::TempDir, std::sync::Arc<sluice::Service>) {
     let dir = tempfile::tempdir().unwrap();
     let config = sluice::config::HostConfig {
         data_dir: dir.path().join("data"),
@@ -356,7 +376,9 @@ fn a_quarantine_is_recorded_with_the_dead_letter_that_caused_it() {
         ..Default::default()
     };
     let svc = sluice::Service::start(config).unwrap();
-    svc.topics().ensure(&[("flaky-in".into(), Some(1))]).unwrap();
+    svc.topics()
+        .ensure(&[("flaky-in".into(), Some(1))])
+        .unwrap();
     svc.lifecycle().deploy_dir(&mods.join("flaky")).unwrap();
     let before = svc.store().writes();
     let reject = sluice_wire::OwnedEvent {
@@ -377,4 +399,151 @@ fn a_quarantine_is_recorded_with_the_dead_letter_that_caused_it() {
         "the append, then one write for the dead letter, the cursor and the quarantine"
     );
     svc.shutdown();
+}
+
+/// A source that reads the embedded log but can be told the host no longer
+/// holds its partitions (as a Kafka member dropped from its group).
+struct Losable {
+    log: std::sync::Arc<sluice::source::log::EventLog>,
+    held: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+struct LosableInput {
+    inner: Box<dyn sluice::source::Input>,
+    held: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl sluice::source::Input for LosableInput {
+    fn partitions(&mut self, topic: &str) -> Option<u32> {
+        self.inner.partitions(topic)
+    }
+    fn start(
+        &mut self,
+        topic: &str,
+        p: u32,
+        start: sluice::config::StartPosition,
+    ) -> Result<Option<u64>, sluice::source::TopicError> {
+        self.inner.start(topic, p, start)
+    }
+    fn holds(&mut self, _topic: &str, _p: u32) -> bool {
+        self.held.load(std::sync::atomic::Ordering::SeqCst)
+    }
+    fn poll(&mut self) -> Vec<sluice::source::Placement> {
+        self.inner.poll()
+    }
+    fn idle(&mut self, timeout: Duration) -> Vec<sluice::source::Placement> {
+        self.inner.idle(timeout)
+    }
+    fn read(
+        &mut self,
+        topic: &str,
+        p: u32,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<sluice::source::Record>, sluice::source::TopicError> {
+        self.inner.read(topic, p, from, max)
+    }
+    fn committed(&mut self, topic: &str, p: u32, next: u64) {
+        self.inner.committed(topic, p, next)
+    }
+}
+
+impl sluice::source::Source for Losable {
+    fn input(
+        &self,
+        module: &str,
+        topics: &[(String, sluice::config::StartPosition)],
+    ) -> Result<Box<dyn sluice::source::Input>, sluice::source::TopicError> {
+        Ok(Box::new(LosableInput {
+            inner: self.log.input(module, topics)?,
+            held: self.held.clone(),
+        }))
+    }
+    fn progress(&self, module: &str, topics: &[String]) -> Vec<sluice::source::Progress> {
+        self.log.progress(module, topics)
+    }
+    fn rewind(
+        &self,
+        module: &str,
+        to: &[sluice::source::Placement],
+    ) -> Result<(), sluice::source::TopicError> {
+        sluice::source::Source::rewind(self.log.as_ref(), module, to)
+    }
+    fn enforce_retention(&self) -> Result<u64, sluice::source::TopicError> {
+        Ok(0)
+    }
+    fn health(&self) -> Option<(&'static str, sluice::source::Health)> {
+        None
+    }
+}
+
+#[test]
+fn a_host_that_lost_its_partition_commits_nothing_for_it() {
+    use sluice::source::Topics as _;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(sluice::state::Store::open(dir.path(), false).unwrap());
+    let log = sluice::source::log::EventLog::open(store.clone(), 1, 1000, true).unwrap();
+    log.ensure(&[
+        ("flaky-in".into(), Some(1)),
+        ("flaky-out".into(), None),
+        ("flaky.dlq".into(), None),
+    ])
+    .unwrap();
+    let held = std::sync::Arc::new(AtomicBool::new(true));
+    let runtime = std::sync::Arc::new(sluice::runtime::Runtime::new(1 << 30).unwrap());
+    let mut manifest =
+        sluice::config::Manifest::load(&staged_modules().join("flaky/module.toml")).unwrap();
+    manifest.retry.backoff.initial = Duration::from_millis(1500);
+    manifest.retry.backoff.max = Duration::from_millis(1500);
+    let loaded = runtime.load(&component("flaky")).unwrap();
+    let metrics = std::sync::Arc::new(sluice::pipeline::Metrics::default());
+    let cx = sluice::pipeline::Context {
+        store: store.clone(),
+        runtime,
+        source: std::sync::Arc::new(Losable {
+            log: log.clone(),
+            held: held.clone(),
+        }),
+        output: log.clone(),
+        batch_size: 64,
+    };
+    log.produce(
+        "flaky-in",
+        vec![sluice_wire::OwnedEvent {
+            id: "lost-1".into(),
+            source: "/t".into(),
+            ty: "t".into(),
+            data: br#"{"action":"retry-once","key":"k"}"#.to_vec(),
+            ..Default::default()
+        }],
+    )
+    .unwrap();
+    let mut pipeline = sluice::pipeline::Pipeline::start(
+        cx,
+        std::sync::Arc::new(manifest),
+        loaded,
+        metrics.clone(),
+    )
+    .unwrap();
+    // The first attempt fails; during the backoff the partition goes to
+    // another host.
+    wait_for(Duration::from_secs(30), "the first attempt", || {
+        (metrics.retries.get() >= 1).then_some(())
+    });
+    held.store(false, Ordering::SeqCst);
+    // Past the 1.5 s backoff: the retry would have succeeded and committed.
+    std::thread::sleep(Duration::from_secs(3));
+    pipeline.stop();
+    assert_eq!(
+        metrics.applied.get(),
+        0,
+        "applied after losing the partition"
+    );
+    assert_eq!(store.cursor("flaky", "flaky-in", 0).unwrap(), Some(0));
+    assert_eq!(
+        log.bounds("flaky-out", 0),
+        Some((0, 0)),
+        "nothing published"
+    );
 }

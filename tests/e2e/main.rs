@@ -9,6 +9,7 @@ mod duplicates;
 mod exactly_once;
 mod failures;
 mod kafka;
+mod kafka_exactly_once;
 mod languages;
 mod lifecycle;
 mod quickstart;

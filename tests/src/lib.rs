@@ -263,6 +263,17 @@ impl HostProc {
         kib * 1024
     }
 
+    /// Send `signal` (`libc::SIGSTOP`, `libc::SIGCONT`, ...) to the host
+    /// process, by its PID.
+    pub fn signal(&self, signal: i32) {
+        let pid = self.child.as_ref().expect("host running").id() as libc::pid_t;
+        // SAFETY: kill(2) on the PID of a child we own and have not reaped.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(pid, signal);
+        }
+    }
+
     /// Whether the process is running.
     pub fn alive(&mut self) -> bool {
         self.child

@@ -61,9 +61,19 @@ impl Worker {
         cut: u64,
     ) -> anyhow::Result<bool> {
         let mut i = 0;
+        let mut served = Instant::now();
         while i < todo.len() {
             if self.stopping() || self.controls.quarantine.is_set() {
                 return Ok(false);
+            }
+            // One event at a time (after a trap) can take long: keep the
+            // input served (a Kafka member must poll to keep its partitions).
+            if served.elapsed() > Duration::from_millis(500) {
+                self.serve_input()?;
+                served = Instant::now();
+                if !self.input.holds(topic, p) {
+                    return Ok(false);
+                }
             }
             let rest = &todo[i..];
             let batched = self.single_mode == 0 && rest.len() > 1 && self.instance()?.batched();

@@ -7,7 +7,9 @@
 //! is 100 ms: the first two must succeed, the last two be cut off at the
 //! deadline, the sleep too); `fs`, `env`, `net` try to read a
 //! file, an environment variable and open a socket, and emit what happened;
-//! `print` writes a line to stdout and one to stderr;
+//! `print` writes a line to stdout and one to stderr; `busy` spins for the
+//! event's `ms` times the module's `busy-scale` config (default 1) and then
+//! succeeds, for tests that need one host slower than another;
 //! anything else is handled normally.
 //! The host must contain each of them and keep every other module running.
 
@@ -20,6 +22,8 @@ use std::time::{Duration, Instant};
 struct Input<'a> {
     #[serde(default)]
     mode: &'a str,
+    #[serde(default)]
+    ms: u64,
 }
 
 fn recurse(n: u64) -> u64 {
@@ -83,6 +87,12 @@ pub fn handle(event: &Event) -> Result {
         }
         "state-bomb" => state::set("bomb", vec![0u8; 8 << 20]),
         "busy-under" => busy(UNDER, event),
+        "busy" => {
+            let scale: u64 = sluice_guest::config::get("busy-scale")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(1);
+            busy(Duration::from_millis(input.ms * scale), event)
+        }
         "busy-over" => busy(OVER, event),
         "sleep-under" => {
             std::thread::sleep(UNDER);

@@ -231,6 +231,10 @@ const MAX_REPLACEMENTS: u32 = 5;
 /// has some past the cursor) before it is sought further back.
 const QUIET_PLACEMENT: Duration = Duration::from_millis(500);
 
+/// How long a placed partition may stay quiet, with no sign of records past
+/// its cursor, before it is sought back anyway.
+const QUIET_UNKNOWN: Duration = Duration::from_secs(2);
+
 /// Most records held in buffers before `poll` stops fetching.
 const MAX_BUFFERED: usize = 20_000;
 
@@ -253,6 +257,15 @@ pub struct KafkaInput {
     gaps: HashMap<(String, u32), (u64, u32)>,
     ends: EndsWatcher,
     last_commit: Instant,
+    /// When `poll` last ran, and the group's session timeout and heartbeat
+    /// interval: a gap longer than the session (the process was stopped,
+    /// or starved) may have cost this member its partitions.
+    last_poll: Instant,
+    session: Duration,
+    heartbeat: Duration,
+    /// Set after such a gap: until the group has had a few heartbeats to say
+    /// otherwise, this host does not trust that it still holds anything.
+    suspect_since: Option<Instant>,
     buffered: usize,
     /// The broker answered a fetch with a batch after the one holding the
     /// offset asked for (see `placement.rs`).
@@ -293,6 +306,13 @@ impl KafkaInput {
             // Partitions added to a topic are noticed within seconds, not
             // librdkafka's default five minutes.
             .set_if_unset("topic.metadata.refresh.interval.ms", "10000");
+        let ms = |k: &str, default: u64| {
+            Duration::from_millis(cfg.get(k).and_then(|v| v.parse().ok()).unwrap_or(default))
+        };
+        let (session, heartbeat) = (
+            ms("session.timeout.ms", 10_000),
+            ms("heartbeat.interval.ms", 3_000),
+        );
         let consumer: BaseConsumer<GroupContext> = cfg
             .create_with_context(ctx)
             .map_err(|e| format!("cannot create a Kafka consumer for {module}: {e}"))?;
@@ -311,6 +331,10 @@ impl KafkaInput {
             gaps: HashMap::new(),
             ends: EndsWatcher::start(kafka, module, &topics)?,
             last_commit: Instant::now(),
+            last_poll: Instant::now(),
+            session,
+            heartbeat,
+            suspect_since: None,
             buffered: 0,
             cursors: HashMap::new(),
             positions,
@@ -322,6 +346,16 @@ impl KafkaInput {
     /// Poll for up to `wait` (records go to the buffers; rebalances are
     /// served). Returns the newly assigned partitions, placed.
     fn poll_for(&mut self, wait: Duration) -> Vec<Placement> {
+        if self.last_poll.elapsed() > self.session {
+            tracing::warn!(module = %self.module, gap = ?self.last_poll.elapsed(), "no poll for longer than the group session; not committing until the group confirms this host's partitions");
+            self.suspect_since = Some(Instant::now());
+        }
+        if self
+            .suspect_since
+            .is_some_and(|t| t.elapsed() > self.heartbeat * 3)
+        {
+            self.suspect_since = None;
+        }
         let deadline = Instant::now() + wait;
         let mut first = true;
         let mut fresh = Vec::new();
@@ -362,6 +396,7 @@ impl KafkaInput {
                 }
             }
         }
+        self.last_poll = Instant::now();
         self.nudge_quiet_placements();
         fresh.extend(self.place_waiting());
         self.flush_commits(false);
@@ -456,11 +491,12 @@ impl KafkaInput {
 
     /// A partition placed at a cursor inside the broker's last record batch
     /// gets nothing back from tansu at all (there is no next batch to return
-    /// instead): when a placed partition stays quiet, seek back as if a later
-    /// batch had come — if the broker is known to answer that way, or reports
-    /// records past the cursor (tansu's high watermark can lag, so that alone
-    /// is not enough). On a broker that behaves, an idle partition is left
-    /// alone.
+    /// instead), and its high watermark can trail the records it has, so
+    /// that alone proves nothing. When a placed partition stays quiet, seek
+    /// back as if a later batch had come: after [`QUIET_PLACEMENT`] if the
+    /// broker is known to answer that way or reports records past the
+    /// cursor, after [`QUIET_UNKNOWN`] otherwise. On a broker that behaves,
+    /// that costs one fetch of a record before the cursor, which is dropped.
     fn nudge_quiet_placements(&mut self) {
         if self.placing.is_empty() {
             return; // the usual case: nothing being placed, nothing to look up
@@ -469,9 +505,14 @@ impl KafkaInput {
             .placing
             .iter()
             .filter(|(k, p)| {
-                !p.exhausted()
-                    && p.since.elapsed() >= QUIET_PLACEMENT
-                    && (self.skips_batches || self.ends.end(k).is_some_and(|end| end > p.target))
+                let evidence =
+                    self.skips_batches || self.ends.end(k).is_some_and(|end| end > p.target);
+                let wait = if evidence {
+                    QUIET_PLACEMENT
+                } else {
+                    QUIET_UNKNOWN
+                };
+                !p.exhausted() && p.since.elapsed() >= wait
             })
             .map(|(k, _)| k.clone())
             .collect();
@@ -600,7 +641,11 @@ impl Input for KafkaInput {
     }
 
     fn holds(&mut self, topic: &str, p: u32) -> bool {
-        self.assigned.contains(&(topic.to_string(), p))
+        // A gap since the last poll longer than the session: the group may
+        // have moved on without this member (see `poll_for`).
+        self.last_poll.elapsed() <= self.session
+            && self.suspect_since.is_none()
+            && self.assigned.contains(&(topic.to_string(), p))
             && !self.unplaced.contains_key(&(topic.to_string(), p))
             && !self.consumer.assignment_lost()
     }
