@@ -108,7 +108,12 @@ impl Service {
             output: output.clone(),
             batch_size: config.pipeline.batch_size,
         };
-        let lifecycle = Arc::new(Lifecycle::new(cx, topics.clone(), components));
+        let lifecycle = Arc::new(Lifecycle::new(
+            cx,
+            topics.clone(),
+            components,
+            config.limits.clone(),
+        ));
         let housekeeping =
             housekeeping(store.clone(), source.clone()).context("cannot start housekeeping")?;
         Ok(Arc::new(Service {

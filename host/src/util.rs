@@ -97,3 +97,28 @@ impl Flag {
         let _ = self.cv.wait_timeout_while(g, timeout, |on| *on);
     }
 }
+
+/// `s` cut to at most `max` bytes (on a character boundary), with `…` when
+/// cut: what logs and status quote of text a module or a producer chose.
+pub fn clip(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if s.len() <= max {
+        return s.into();
+    }
+    let mut cut = max;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}…", &s[..cut]).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clip_cuts_on_a_character_boundary() {
+        assert_eq!(clip("short", 10), "short");
+        assert_eq!(clip("caf\u{e9}s", 4), "caf…");
+        assert_eq!(clip("abcdef", 3), "abc…");
+    }
+}

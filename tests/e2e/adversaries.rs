@@ -23,10 +23,15 @@ fn misbehaving_module_is_contained_and_the_healthy_one_stays_exact() {
         ("state-bomb", "state", "state limit"),
         ("busy-over", "deadline", ""),
         ("sleep-over", "deadline", "per-event deadline"),
+        // Every byte handed to the host counts: headers, keys, state keys.
+        ("header-bomb", "output", "output limit"),
+        ("key-bomb", "output", "output limit"),
+        ("state-key-bomb", "state", "state limit"),
     ];
     // Close to the deadline but under it: these must succeed like any other.
-    let harmless = ["busy-under", "sleep-under"];
-    let (mut events, expected) = orders(360, 20, 5, "adv-");
+    // Log lines of 4 MiB are cut, not refused.
+    let harmless = ["busy-under", "sleep-under", "log-bomb"];
+    let (mut events, expected) = orders(720, 20, 5, "adv-");
     let mut expect: BTreeMap<String, (&str, &str)> = BTreeMap::new();
     for (i, e) in events.iter_mut().enumerate() {
         if i % 12 == 0 {
@@ -73,7 +78,7 @@ fn misbehaving_module_is_contained_and_the_healthy_one_stays_exact() {
         .collect();
     assert_eq!(
         ok.len(),
-        360 - expect.len(),
+        720 - expect.len(),
         "one output per harmless event, none from the flood"
     );
     assert!(
@@ -87,6 +92,8 @@ fn misbehaving_module_is_contained_and_the_healthy_one_stays_exact() {
     for kind in ["deadline", "memory", "stack", "panic", "output", "state"] {
         assert!(m.traps[kind] >= 5, "{kind} traps counted: {:?}", m.traps);
     }
+    let longest = host.log().lines().map(str::len).max().unwrap_or(0);
+    assert!(longest < 8192, "a log line of {longest} bytes");
     let peak = host.peak_rss();
     eprintln!("host peak RSS: {} MiB; traps: {:?}", peak >> 20, m.traps);
     assert!(

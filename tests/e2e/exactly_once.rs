@@ -547,3 +547,54 @@ fn a_host_that_lost_its_partition_commits_nothing_for_it() {
         "nothing published"
     );
 }
+
+#[test]
+fn attributes_and_limits_are_bounded_everywhere() {
+    let host = HostProc::start("", |m| stage(m, &["adversary"]));
+    // An attribute a megabyte long is refused at ingest, naming it.
+    let long_id = "i".repeat(1 << 20);
+    let (code, body) = post_raw(
+        &host.addr,
+        "/v1/topics/orders/events",
+        "application/json",
+        json!([{"id": long_id, "source": "/s", "type": "t", "data": {}}])
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(code, 400, "{body}");
+    assert_eq!(body["field"], "id", "{body}");
+
+    // A manifest cannot raise a limit above the host's ceilings.
+    let greedy = manifest_text(
+        "counter",
+        Some("greedy"),
+        None,
+        "[limits]\nmemory = \"2GiB\"",
+    );
+    let (code, body) = api(
+        &host.addr,
+        "POST",
+        "/v1/modules",
+        Some(&deploy_body(&greedy, &component_bytes("counter"))),
+        Some(TOKEN),
+    );
+    assert_eq!(code, 422, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("limits.memory"),
+        "{body}"
+    );
+
+    // A limit is hit again by every attempt: tried once, dead-lettered.
+    host.produce(
+        "orders",
+        &json!([{"id": "bomb-1", "source": "/s", "type": "t", "data": {"mode": "state-bomb"}}]),
+    );
+    host.wait_caught_up("adversary", Duration::from_secs(60));
+    let dlq = wait_for(Duration::from_secs(30), "the dead letter", || {
+        let d = host.read_all("adversary.dlq");
+        (!d.is_empty()).then_some(d)
+    });
+    assert_eq!(dlq[0]["headers"]["sluice.dlq.attempts"], "1", "{}", dlq[0]);
+    let m = host.module("adversary").metrics.unwrap();
+    assert_eq!((m.traps["state"], m.retries), (1, 0));
+}

@@ -67,6 +67,9 @@ pub struct HostConfig {
     /// Hot deploys and the modules directory.
     #[serde(default)]
     pub deploy: DeployConfig,
+    /// Ceilings no module's `[limits]` may go above.
+    #[serde(default)]
+    pub limits: super::manifest::Ceilings,
     /// On SIGTERM, the longest wait for in-flight events to commit and the
     /// outbox to drain before exiting with an error.
     #[serde(
@@ -293,6 +296,7 @@ impl Default for HostConfig {
             pipeline: PipelineConfig::default(),
             kafka: None,
             deploy: DeployConfig::default(),
+            limits: Default::default(),
             shutdown_timeout: default_shutdown_timeout(),
         }
     }

@@ -153,10 +153,95 @@ impl Default for Limits {
             memory: 64 << 20,
             deadline: Duration::from_millis(100),
             max_emits: 100,
-            max_emit_bytes: 1 << 20,
+            // Below the 1,000,000 bytes a Kafka broker and librdkafka take
+            // by default (`message.max.bytes`), with room for the record's
+            // own overhead.
+            max_emit_bytes: 512 << 10,
             max_state_value: 1 << 20,
             max_state_writes: 1000,
         }
+    }
+}
+
+/// `[limits]` in the host config: the most any module may ask for in its
+/// own `[limits]`. A manifest above one is refused at deploy, naming it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Ceilings {
+    #[serde(deserialize_with = "serde_units::size")]
+    pub memory: u64,
+    #[serde(deserialize_with = "serde_units::duration")]
+    pub deadline: Duration,
+    #[serde(rename = "max-emits")]
+    pub max_emits: u32,
+    #[serde(rename = "max-emit-bytes", deserialize_with = "serde_units::size")]
+    pub max_emit_bytes: u64,
+    #[serde(rename = "max-state-value", deserialize_with = "serde_units::size")]
+    pub max_state_value: u64,
+    #[serde(rename = "max-state-writes")]
+    pub max_state_writes: u32,
+}
+
+impl Default for Ceilings {
+    fn default() -> Self {
+        Ceilings {
+            memory: 1 << 30,
+            deadline: Duration::from_secs(30),
+            max_emits: 10_000,
+            max_emit_bytes: 900_000,
+            max_state_value: 16 << 20,
+            max_state_writes: 100_000,
+        }
+    }
+}
+
+impl Limits {
+    /// Refuse limits above the host's ceilings, naming the field.
+    pub fn within(&self, c: &Ceilings) -> Result<(), String> {
+        let above = |field: &str, asked: String, ceiling: String| {
+            Err(format!(
+                "limits.{field}: {asked} is above this host's ceiling of {ceiling} ([limits] {field} in the host config)"
+            ))
+        };
+        if self.memory > c.memory {
+            return above("memory", self.memory.to_string(), c.memory.to_string());
+        }
+        if self.deadline > c.deadline {
+            return above(
+                "deadline",
+                format!("{:?}", self.deadline),
+                format!("{:?}", c.deadline),
+            );
+        }
+        if self.max_emits > c.max_emits {
+            return above(
+                "max-emits",
+                self.max_emits.to_string(),
+                c.max_emits.to_string(),
+            );
+        }
+        if self.max_emit_bytes > c.max_emit_bytes {
+            return above(
+                "max-emit-bytes",
+                self.max_emit_bytes.to_string(),
+                c.max_emit_bytes.to_string(),
+            );
+        }
+        if self.max_state_value > c.max_state_value {
+            return above(
+                "max-state-value",
+                self.max_state_value.to_string(),
+                c.max_state_value.to_string(),
+            );
+        }
+        if self.max_state_writes > c.max_state_writes {
+            return above(
+                "max-state-writes",
+                self.max_state_writes.to_string(),
+                c.max_state_writes.to_string(),
+            );
+        }
+        Ok(())
     }
 }
 
@@ -433,6 +518,23 @@ min = 10
         assert!(e.contains("output"), "{e}");
         let m = parse(&format!("dead-letter-topic = \"a-dead\"\n{BASE}")).unwrap();
         assert_eq!(m.dlq_topic(), "a-dead");
+    }
+
+    #[test]
+    fn limits_above_the_hosts_ceilings_are_named() {
+        let m = parse(&format!("{BASE}[limits]\nmemory = \"2GiB\"\n")).unwrap();
+        let e = m.limits.within(&Ceilings::default()).unwrap_err();
+        assert!(e.starts_with("limits.memory: 2147483648 is above"), "{e}");
+        let m = parse(&format!("{BASE}[limits]\nmax-emit-bytes = \"1MiB\"\n")).unwrap();
+        let e = m.limits.within(&Ceilings::default()).unwrap_err();
+        assert!(e.contains("limits.max-emit-bytes"), "{e}");
+        assert!(
+            parse(BASE)
+                .unwrap()
+                .limits
+                .within(&Ceilings::default())
+                .is_ok()
+        );
     }
 
     #[test]

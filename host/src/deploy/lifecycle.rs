@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use super::modules::{LoadedModule, Modules, Slot};
 use super::status::{DeployOutcome, RewoundPartition, Undeployed};
 use super::{ComponentStore, ModuleRecord, Registry, Revision};
+use crate::config::manifest::Ceilings;
 use crate::config::{Manifest, StartPosition};
 use crate::pipeline::{Context, Metrics};
 use crate::runtime::{Loaded, component_hash};
@@ -61,13 +62,21 @@ pub struct Lifecycle {
     pub(crate) modules: Modules,
     pub(crate) cx: Context,
     pub(crate) topics: Arc<dyn Topics>,
+    /// What no module's limits may go above.
+    ceilings: Ceilings,
     /// Serializes deploy, rollback, pause, resume, undeploy and rewind.
     serial: Mutex<()>,
 }
 
 impl Lifecycle {
-    pub(crate) fn new(cx: Context, topics: Arc<dyn Topics>, components: ComponentStore) -> Self {
+    pub(crate) fn new(
+        cx: Context,
+        topics: Arc<dyn Topics>,
+        components: ComponentStore,
+        ceilings: Ceilings,
+    ) -> Self {
         Lifecycle {
+            ceilings,
             registry: Registry::new(cx.store.clone()),
             components,
             modules: Modules::new(cx.clone()),
@@ -221,6 +230,10 @@ impl Lifecycle {
         action: &'static str,
     ) -> Result<DeployOutcome> {
         let name = manifest.name.clone();
+        manifest
+            .limits
+            .within(&self.ceilings)
+            .map_err(|e| LifecycleError::Invalid(format!("module.toml: {e}")))?;
         self.check_dead_letter_topic(&manifest)?;
         self.ensure_module_topics(&manifest)
             .map_err(|e| LifecycleError::Invalid(format!("module `{name}`: {e}")))?;

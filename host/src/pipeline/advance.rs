@@ -11,6 +11,7 @@ use super::{FailureClass, ModuleStatus};
 use crate::dlq;
 use crate::source::{TopicError, now_ms};
 use crate::state::Commit;
+use crate::util::clip;
 
 /// Why and how often an event failed, for its dead letter.
 pub(super) struct Failed<'a> {
@@ -128,7 +129,7 @@ impl Worker {
             last_failure_ms: now_ms(),
         }
         .record(&item.ev, &self.module.dlq_topic);
-        tracing::warn!(module = %self.module.name, id = item.ev.id, topic, partition = p, offset = item.offset, class = class.as_str(), attempts, reason = message, "dead-lettered");
+        tracing::warn!(module = %self.module.name, id = %clip(item.ev.id, 256), topic, partition = p, offset = item.offset, class = class.as_str(), attempts, reason = %clip(message, 1024), "dead-lettered");
         self.controls
             .metrics
             .set_last_error(class.as_str(), item.ev.id, message);

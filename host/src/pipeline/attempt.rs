@@ -15,6 +15,7 @@ use super::worker::Worker;
 use crate::runtime::{GuestFailure, TrapKind, Trapped};
 use crate::source::now_ms;
 use crate::state::txn::InputMeta;
+use crate::util::clip;
 
 /// A failed attempt at one event.
 pub(super) enum Attempt {
@@ -189,8 +190,14 @@ impl Worker {
                         (FailureClass::Reject, m, false)
                     }
                     Attempt::Failed(GuestFailure::Retry(m)) => (FailureClass::Retry, m, true),
+                    // A limit is hit again by every attempt: never retried.
                     Attempt::Trapped(t) => {
-                        (FailureClass::Trap(t.kind), t.message, policy.retry_traps)
+                        let limit = matches!(
+                            t.kind,
+                            TrapKind::Output | TrapKind::State | TrapKind::Memory
+                        );
+                        let retry = policy.retry_traps && !limit;
+                        (FailureClass::Trap(t.kind), t.message, retry)
                     }
                 };
                 if !retryable || attempts >= policy.max_attempts {
@@ -239,7 +246,7 @@ impl Worker {
             first_failure_ms.get_or_insert_with(now_ms);
             match &r {
                 Attempt::Failed(f) => {
-                    tracing::debug!(module = %self.module.name, id = item.ev.id, attempts, failure = ?f, "event failed");
+                    tracing::debug!(module = %self.module.name, id = %clip(item.ev.id, 256), attempts, failure = %clip(&format!("{f:?}"), 1024), "event failed");
                 }
                 Attempt::Trapped(trap) => {
                     self.controls.metrics.trap(trap.kind);
@@ -247,7 +254,7 @@ impl Worker {
                         // A wasm trap leaves the instance unusable; a limit does not.
                         self.instance = None;
                     }
-                    tracing::warn!(module = %self.module.name, id = item.ev.id, attempts, kind = trap.kind.as_str(), error = %trap.message, "event trapped");
+                    tracing::warn!(module = %self.module.name, id = %clip(item.ev.id, 256), attempts, kind = trap.kind.as_str(), error = %clip(&trap.message, 1024), "event trapped");
                 }
             }
             failure = Some(r);

@@ -76,14 +76,11 @@ impl Metrics {
 
     /// Remember the newest failure for `sluice modules`.
     pub fn set_last_error(&self, class: &str, id: &str, reason: &str) {
-        let mut text = format!("{class} {id}: {reason}");
-        if text.len() > 500 {
-            let mut cut = 500;
-            while !text.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            text.truncate(cut);
-        }
+        let text = format!(
+            "{class} {}: {}",
+            crate::util::clip(id, 128),
+            crate::util::clip(reason, 500)
+        );
         *self.last_error.lock().unwrap() = Some(text);
     }
 

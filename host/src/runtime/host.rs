@@ -25,6 +25,9 @@ pub struct ModuleCtx {
     pub limits: Limits,
 }
 
+/// Longest guest log line written; the rest is cut.
+pub(crate) const MAX_LOG_LINE: usize = 4096;
+
 /// Token bucket for guest log lines: bursts of 200, then 50 lines/s.
 pub(crate) struct LogBucket {
     tokens: f64,
@@ -112,6 +115,7 @@ impl log::Host for HostState {
         if dropped > 0 {
             tracing::warn!(module, dropped, "guest log lines dropped by the rate limit");
         }
+        let message = crate::util::clip(&message, MAX_LOG_LINE);
         match level {
             log::Level::Trace => tracing::trace!(module, "{message}"),
             log::Level::Debug => tracing::debug!(module, "{message}"),

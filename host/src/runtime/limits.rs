@@ -55,21 +55,21 @@ impl Drop for MemoryLimiter {
     }
 }
 
-impl wasmtime::ResourceLimiter for MemoryLimiter {
-    fn memory_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        if desired > self.max {
+/// Bytes a table element is counted as (a reference: a pointer on the host).
+const TABLE_ELEMENT: usize = 8;
+
+impl MemoryLimiter {
+    /// Take `more` bytes for this instance: within its own cap (all its
+    /// memories and tables together) and within the host's budget.
+    fn grow(&mut self, more: usize, what: &str) -> wasmtime::Result<bool> {
+        let total = self.held.saturating_add(more);
+        if total > self.max {
             self.hit = true;
             wasmtime::bail!(
-                "memory limit: {desired} bytes requested, limit is {} (limits.memory)",
+                "memory limit: {what} would take this instance to {total} bytes of memories and tables, limit is {} (limits.memory)",
                 self.max
             );
         }
-        let more = desired.saturating_sub(current);
         if !self.budget.take(more) {
             self.hit = true;
             wasmtime::bail!(
@@ -78,15 +78,30 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
                 self.budget.max
             );
         }
-        self.held += more;
+        self.held = total;
         Ok(true)
     }
-    fn table_growing(
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= 1_000_000)
+        self.grow(desired.saturating_sub(current), "a memory growing")
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let more = desired
+            .saturating_sub(current)
+            .saturating_mul(TABLE_ELEMENT);
+        self.grow(more, "a table growing")
     }
 }

@@ -597,4 +597,24 @@ mod tests {
         drop(b);
         assert_eq!(budget.used(), 0);
     }
+
+    #[test]
+    fn every_memory_and_table_of_an_instance_counts_against_its_limit() {
+        let budget = Arc::new(MemoryBudget::new(1 << 20));
+        let mut one = MemoryLimiter {
+            max: 100,
+            hit: false,
+            budget: budget.clone(),
+            held: 0,
+        };
+        // Two memories of 50 bytes each: the second reaches the limit.
+        assert!(one.memory_growing(0, 50, None).unwrap());
+        let e = one.memory_growing(0, 51, None).unwrap_err();
+        assert!(e.to_string().contains("limits.memory"), "{e}");
+        assert!(one.hit);
+        // A table's elements count too (8 bytes each).
+        assert!(one.table_growing(0, 6, None).unwrap());
+        assert!(one.table_growing(6, 7, None).is_err());
+        assert_eq!(budget.used(), 98);
+    }
 }

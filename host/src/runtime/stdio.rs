@@ -60,7 +60,7 @@ impl LineWriter {
         let Some(dropped) = self.bucket.lock().map(|mut b| b.take()).unwrap_or(None) else {
             return;
         };
-        let text = String::from_utf8_lossy(line);
+        let text = String::from_utf8_lossy(&line[..line.len().min(MAX_LINE)]);
         let text = text.trim_end();
         tracing::info!(
             module = &*self.module,

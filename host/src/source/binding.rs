@@ -74,6 +74,7 @@ pub fn decode(
         ev.id = format!("{topic}/{partition}/{offset}");
     }
     super::ingest::fill_source(&mut ev, topic);
+    super::ingest::check_attributes(&ev).map_err(|e| e.to_string())?;
     if ev.time.is_none()
         && let Some(ms) = timestamp_ms
     {

@@ -65,6 +65,64 @@ fn err(field: &str, message: impl Into<String>) -> IngestError {
     }
 }
 
+/// Longest `id`, `source`, `type`, `subject`, `dataschema`,
+/// `datacontenttype` or partition key an event may carry.
+pub const MAX_ATTRIBUTE: usize = 1024;
+/// Longest value of an extension attribute or transport header.
+pub const MAX_EXTENSION: usize = 4096;
+/// Most extension attributes and headers on one event.
+pub const MAX_EXTENSIONS: usize = 64;
+
+/// Refuse an event whose attributes are out of bounds, naming the first one.
+/// (They are quoted in outputs, dead letters, logs and status: a megabyte of
+/// `id` would be copied everywhere.)
+pub fn check_attributes(ev: &OwnedEvent) -> Result<(), IngestError> {
+    let fixed = [
+        ("id", Some(ev.id.len())),
+        ("source", Some(ev.source.len())),
+        ("type", Some(ev.ty.len())),
+        ("subject", ev.subject.as_ref().map(String::len)),
+        ("dataschema", ev.dataschema.as_ref().map(String::len)),
+        (
+            "datacontenttype",
+            ev.datacontenttype.as_ref().map(String::len),
+        ),
+        ("partitionkey", ev.key.as_ref().map(Vec::len)),
+    ];
+    for (name, len) in fixed {
+        if let Some(n) = len
+            && n > MAX_ATTRIBUTE
+        {
+            return Err(err(
+                name,
+                format!("{n} bytes long; at most {MAX_ATTRIBUTE}"),
+            ));
+        }
+    }
+    if ev.headers.len() > MAX_EXTENSIONS {
+        return Err(IngestError {
+            index: None,
+            field: None,
+            message: format!(
+                "{} extension attributes and headers; at most {MAX_EXTENSIONS}",
+                ev.headers.len()
+            ),
+        });
+    }
+    for (name, value) in &ev.headers {
+        if name.len() > MAX_ATTRIBUTE || value.len() > MAX_EXTENSION {
+            return Err(err(
+                &crate::util::clip(name, 64),
+                format!(
+                    "{} bytes long; at most {MAX_EXTENSION}",
+                    name.len() + value.len()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Parse a JSON body: one structured CloudEvent or an array of them.
 pub fn parse_json(body: &[u8]) -> Result<Vec<OwnedEvent>, IngestError> {
     let v: Value = serde_json::from_slice(body).map_err(|e| IngestError {
@@ -223,7 +281,7 @@ pub fn structured(v: Value) -> Result<OwnedEvent, IngestError> {
         };
         headers.push((name, s.into_bytes()));
     }
-    Ok(OwnedEvent {
+    let ev = OwnedEvent {
         id,
         source,
         ty,
@@ -235,7 +293,9 @@ pub fn structured(v: Value) -> Result<OwnedEvent, IngestError> {
         data,
         headers,
         ..Default::default()
-    })
+    };
+    check_attributes(&ev)?;
+    Ok(ev)
 }
 
 fn valid_extension_name(n: &str) -> bool {
@@ -304,6 +364,10 @@ pub fn binary(
     if !have_type {
         return Err(err("ce-type", "required header is missing"));
     }
+    check_attributes(&ev).map_err(|mut e| {
+        e.field = e.field.map(|f| format!("ce-{f}"));
+        e
+    })?;
     Ok(ev)
 }
 
@@ -472,6 +536,27 @@ mod tests {
         let mut missing = parse_json(br#"{"type":"t","data":{}}"#).unwrap().remove(0);
         let e = derive_key(&mut missing, "/c").unwrap_err();
         assert!(e.message.contains("`/c`"), "{e}");
+    }
+
+    #[test]
+    fn attributes_are_bounded_and_named() {
+        let long = "x".repeat(MAX_ATTRIBUTE + 1);
+        let e = parse_json(format!(r#"{{"type":"t","id":"{long}"}}"#).as_bytes()).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("id"));
+        assert!(e.message.contains("at most 1024"), "{e}");
+        let e = binary(
+            &[
+                ("ce-type".into(), "t".into()),
+                ("ce-subject".into(), long.clone()),
+            ],
+            None,
+            b"",
+        )
+        .unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("ce-subject"));
+        let big = "y".repeat(MAX_EXTENSION + 1);
+        let e = parse_json(format!(r#"{{"type":"t","ext":"{big}"}}"#).as_bytes()).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("ext"));
     }
 
     #[test]

@@ -70,10 +70,13 @@ impl std::fmt::Display for LimitHit {
             ),
             LimitHit::EmitBytes => write!(
                 f,
-                "output limit: emitted payload too large (limits.max-emit-bytes)"
+                "output limit: emitted event too large: key, headers, attributes and data together (limits.max-emit-bytes)"
             ),
             LimitHit::StateValue => {
-                write!(f, "state limit: value too large (limits.max-state-value)")
+                write!(
+                    f,
+                    "state limit: key and value too large (limits.max-state-value)"
+                )
             }
             LimitHit::StateWrites => write!(
                 f,
@@ -278,10 +281,9 @@ impl Txn {
 
     /// Write (`Some`) or delete (`None`) a key.
     pub fn put(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) -> Result<(), LimitHit> {
-        if value
-            .as_ref()
-            .is_some_and(|v| v.len() as u64 > self.limits.max_state_value)
-        {
+        // Every byte the module hands over counts: the key too.
+        let size = key.len() + value.as_ref().map_or(0, Vec::len);
+        if size as u64 > self.limits.max_state_value {
             return Err(self.limit(LimitHit::StateValue));
         }
         if self.writes_this_event >= self.limits.max_state_writes {
@@ -347,7 +349,18 @@ impl Txn {
         if self.emits_this_event >= self.limits.max_emits {
             return Err(self.limit(LimitHit::Emits));
         }
-        if data.len() as u64 > self.limits.max_emit_bytes {
+        // Every byte the module hands over counts, not only the data.
+        let size = topic.len()
+            + ty.len()
+            + key.as_ref().map_or(0, Vec::len)
+            + data.len()
+            + subject.as_ref().map_or(0, String::len)
+            + datacontenttype.as_ref().map_or(0, String::len)
+            + headers
+                .iter()
+                .map(|(n, v)| n.len() + v.len())
+                .sum::<usize>();
+        if size as u64 > self.limits.max_emit_bytes {
             return Err(self.limit(LimitHit::EmitBytes));
         }
         let index = self.emits_this_event;

@@ -7,6 +7,9 @@
 //! is 100 ms: the first two must succeed, the last two be cut off at the
 //! deadline, the sleep too); `fs`, `env`, `net` try to read a
 //! file, an environment variable and open a socket, and emit what happened;
+//! `header-bomb`, `key-bomb` (emit events with a 4 MiB header or key),
+//! `state-key-bomb` (a state write under a 4 MiB key), `log-bomb` (log lines
+//! of 4 MiB): each byte a module hands the host counts against its limits;
 //! `print` writes a line to stdout and one to stderr; `busy` spins for the
 //! event's `ms` times the module's `busy-scale` config (default 1) and then
 //! succeeds, for tests that need one host slower than another;
@@ -14,7 +17,7 @@
 //! The host must contain each of them and keep every other module running.
 
 use serde::Deserialize;
-use sluice_guest::{Event, Result, emit, state};
+use sluice_guest::{Event, Output, Result, emit, state};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -38,6 +41,10 @@ fn recurse(n: u64) -> u64 {
 const UNDER: Duration = Duration::from_millis(40);
 /// Far past it.
 const OVER: Duration = Duration::from_secs(60);
+
+/// What the bombs hand the host: far past any per-event limit, inside the
+/// module's own 32 MiB of memory.
+const BOMB: usize = 4 << 20;
 
 /// Spin (calling the clock, as a busy-wait does) for `d`, then succeed.
 fn busy(d: Duration, event: &Event) -> Result {
@@ -86,6 +93,30 @@ pub fn handle(event: &Event) -> Result {
             Ok(())
         }
         "state-bomb" => state::set("bomb", vec![0u8; 8 << 20]),
+        "header-bomb" => {
+            let big = vec![b'h'; BOMB];
+            for _ in 0..4 {
+                Output::new("adversary-out", "bomb")
+                    .header("x-bomb", &big)
+                    .send()?;
+            }
+            Ok(())
+        }
+        "key-bomb" => {
+            let big = vec![b'k'; BOMB];
+            for _ in 0..4 {
+                Output::new("adversary-out", "bomb").key(&big).send()?;
+            }
+            Ok(())
+        }
+        "state-key-bomb" => state::set(vec![b's'; BOMB], b"v"),
+        "log-bomb" => {
+            let big = "l".repeat(BOMB);
+            for _ in 0..4 {
+                sluice_guest::log::log(sluice_guest::log::Level::Info, &big);
+            }
+            emit("adversary-out", "ok", event.id.as_bytes().to_vec())
+        }
         "busy-under" => busy(UNDER, event),
         "busy" => {
             let scale: u64 = sluice_guest::config::get("busy-scale")
