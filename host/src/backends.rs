@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::config::HostConfig;
 use crate::sink::Outbox;
 use crate::sink::Output;
-use crate::sink::kafka::Producer;
+use crate::sink::kafka::{KafkaDelivery, Producer};
 use crate::source::kafka::Kafka;
 use crate::source::log::EventLog;
 use crate::source::{Source, Topics};
@@ -44,7 +44,11 @@ pub fn connect(config: &HostConfig, store: &Arc<Store>) -> anyhow::Result<Backen
                 .map_err(anyhow::Error::msg)?;
             let relay = Producer::new(kafka.producer_config(), kafka.health())
                 .map_err(anyhow::Error::msg)?;
-            let outbox = Outbox::start(store.clone(), Box::new(relay))
+            let delivery = KafkaDelivery {
+                producer: relay,
+                kafka: kafka.clone(),
+            };
+            let outbox = Outbox::start(store.clone(), Box::new(delivery))
                 .map_err(|e| anyhow::anyhow!("cannot start the outbox relay: {e}"))?;
             Ok(Backends {
                 source: kafka.clone(),

@@ -114,3 +114,48 @@ fn kafka_a_host_that_starts_later_resumes_at_the_groups_offset() {
     assert_eq!(done.len(), EVENTS, "no event skipped");
     drop(b);
 }
+
+#[test]
+fn kafka_an_output_the_broker_refuses_is_kept_aside_and_stalls_nothing() {
+    let broker = Broker::start(Storage::Memory);
+    broker.create_topic("orders", 1);
+    // Records over 20,000 bytes are refused (by the client, as a broker
+    // with that message.max.bytes would).
+    let config = format!(
+        "{}\"message.max.bytes\" = \"20000\"\n",
+        broker.host_config()
+    );
+    let host = HostProc::start(&config, |m| stage(m, &["router", "aggregator"]));
+    let (mut events, expected) = orders(200, 10, 31, "big-");
+    // One order carries 40 KB: the router's copy of it cannot be published.
+    events[57]["data"]["note"] = json!("n".repeat(40_000));
+    broker.produce("orders", &events);
+    let routed = wait_for(Duration::from_secs(120), "199 orders routed", || {
+        let n = broker.read_all("order-events").len();
+        (n >= 199).then_some(n)
+    });
+    assert_eq!(routed, 199);
+    wait_for(Duration::from_secs(60), "every total published", || {
+        (broker.read_all("totals").len() >= 200).then_some(())
+    });
+    host.assert_aggregator_totals(&expected);
+    let refused = wait_for(Duration::from_secs(60), "the refused output kept", || {
+        let r = broker.read_all("sluice.undeliverable");
+        (!r.is_empty()).then_some(r)
+    });
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    let h = &refused[0]["headers"];
+    assert_eq!(h["sluice.dlq.module"], "router", "{h}");
+    assert_eq!(h["sluice.dlq.class"], "undeliverable", "{h}");
+    assert_eq!(h["sluice.dlq.topic"], "order-events", "{h}");
+    assert!(
+        h["sluice.dlq.message"]
+            .as_str()
+            .unwrap()
+            .contains("too large"),
+        "{h}"
+    );
+    wait_for(Duration::from_secs(30), "the outbox drained", || {
+        (host.get("/v1/status")["outbox_pending"] == 0).then_some(())
+    });
+}

@@ -108,7 +108,20 @@ impl Producer {
         events: &[OwnedEvent],
         partitioning: Partitioning,
     ) -> Result<Vec<(u32, u64)>, String> {
-        let mut pending = Vec::with_capacity(events.len());
+        self.publish_each(events, partitioning)
+            .into_iter()
+            .map(|r| r.map_err(|e| e.message))
+            .collect()
+    }
+
+    /// Publish `events` (in order), each on its own: where each went, or why
+    /// it did not.
+    fn publish_each(
+        &self,
+        events: &[OwnedEvent],
+        partitioning: Partitioning,
+    ) -> Vec<Result<(u32, u64), Undelivered>> {
+        let mut pending: Vec<Result<_, Undelivered>> = Vec::with_capacity(events.len());
         for ev in events {
             let (key, value, headers) = encode(&ev.as_ref());
             let mut h = OwnedHeaders::new_with_capacity(headers.len());
@@ -124,7 +137,13 @@ impl Producer {
             }
             let partition = match partitioning {
                 Partitioning::AsGiven => Some(ev.partition),
-                Partitioning::ByIdentity => for_event(ev, self.partition_count(&ev.topic)?),
+                Partitioning::ByIdentity => match self.partition_count(&ev.topic) {
+                    Ok(n) => for_event(ev, n),
+                    Err(e) => {
+                        pending.push(Err(Undelivered::transient(e)));
+                        continue;
+                    }
+                },
             };
             if let Some(p) = partition {
                 record = record.partition(p as i32);
@@ -132,42 +151,111 @@ impl Producer {
             loop {
                 match self.producer.send_result(record) {
                     Ok(f) => {
-                        pending.push(f);
+                        pending.push(Ok(f));
                         break;
                     }
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                         record = r;
                         self.producer.poll(Duration::from_millis(50));
                     }
-                    Err((e, _)) => return Err(format!("cannot produce to `{}`: {e}", ev.topic)),
+                    Err((e, _)) => {
+                        let message = format!("cannot produce to `{}`: {e}", ev.topic);
+                        pending.push(Err(Undelivered::of(&e, message)));
+                        break;
+                    }
                 }
             }
         }
         self.waiter.block_on(async {
             let mut placed = Vec::with_capacity(pending.len());
             for f in pending {
-                match f.await {
-                    Ok(Ok(d)) => placed.push((d.partition.max(0) as u32, d.offset.max(0) as u64)),
-                    Ok(Err((e, m))) => {
-                        return Err(format!(
-                            "delivery to `{}` failed: {e}",
-                            rdkafka::Message::topic(&m)
-                        ));
-                    }
-                    Err(_) => return Err("the producer was dropped".to_string()),
-                }
+                placed.push(match f {
+                    Err(e) => Err(e),
+                    Ok(f) => match f.await {
+                        Ok(Ok(d)) => Ok((d.partition.max(0) as u32, d.offset.max(0) as u64)),
+                        Ok(Err((e, m))) => {
+                            let message = format!(
+                                "delivery to `{}` failed: {e}",
+                                rdkafka::Message::topic(&m)
+                            );
+                            Err(Undelivered::of(&e, message))
+                        }
+                        Err(_) => Err(Undelivered::transient("the producer was dropped".into())),
+                    },
+                });
             }
-            Ok(placed)
+            placed
         })
     }
 }
 
-impl Deliver for Producer {
-    fn deliver(&self, events: &[OwnedEvent]) -> Result<(), String> {
-        self.publish(events, Partitioning::ByIdentity).map(|_| ())
+/// Why a record was not published, and whether trying again can help.
+#[derive(Debug, Clone)]
+pub struct Undelivered {
+    /// The broker or the client refused this record for what it is (too
+    /// large, invalid): every attempt would fail the same way.
+    pub permanent: bool,
+    pub message: String,
+}
+
+impl Undelivered {
+    fn transient(message: String) -> Undelivered {
+        Undelivered {
+            permanent: false,
+            message,
+        }
+    }
+
+    fn of(e: &KafkaError, message: String) -> Undelivered {
+        use RDKafkaErrorCode as C;
+        let permanent = matches!(
+            e.rdkafka_error_code(),
+            Some(
+                C::MessageSizeTooLarge
+                    | C::InvalidMessageSize
+                    | C::InvalidMessage
+                    | C::InvalidRecord
+                    | C::MessageBatchTooLarge
+                    | C::InvalidTopic
+                    | C::TopicAuthorizationFailed
+                    | C::InvalidArgument
+            )
+        );
+        Undelivered { permanent, message }
+    }
+}
+
+/// The relay's way out on Kafka: the producer, and the cluster for the
+/// topic refused outputs are kept in.
+pub struct KafkaDelivery {
+    pub producer: Producer,
+    pub kafka: std::sync::Arc<crate::source::kafka::Kafka>,
+}
+
+impl Deliver for KafkaDelivery {
+    fn deliver(&self, events: &[OwnedEvent]) -> Vec<Result<(), Undelivered>> {
+        self.producer.deliver(events)
     }
 
     fn flush(&self) {
-        let _ = self.producer.flush(Duration::from_secs(10));
+        self.producer.producer.flush(Duration::from_secs(10)).ok();
+    }
+
+    fn ensure_topic(&self, topic: &str) -> Result<(), String> {
+        self.kafka
+            .ensure_topics(&[(topic.to_string(), None)])
+            .map(|_| ())
+    }
+}
+
+impl Producer {
+    /// Publish outputs, each on its own: one result per event.
+    pub fn deliver(&self, events: &[OwnedEvent]) -> Vec<Result<(), Undelivered>> {
+        let results = self.publish_each(events, Partitioning::ByIdentity);
+        match results.iter().find_map(|r| r.as_ref().err()) {
+            Some(e) => self.health.error(&e.message),
+            None => self.health.ok(),
+        }
+        results.into_iter().map(|r| r.map(|_| ())).collect()
     }
 }

@@ -19,7 +19,7 @@ mod relay;
 use sluice_wire::OwnedEvent;
 
 pub use outbox::Outbox;
-pub use relay::{Deliver, Relay};
+pub use relay::{Deliver, Relay, UNDELIVERABLE};
 
 use crate::source::TopicError;
 use crate::state::Commit;
