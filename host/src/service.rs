@@ -245,7 +245,8 @@ impl Service {
     }
 }
 
-/// Every five seconds: retention, and expired idempotency marks deleted.
+/// Every five seconds: state sizes measured (for status), retention, and
+/// expired idempotency marks deleted.
 fn housekeeping(store: Arc<Store>, source: Arc<dyn Source>) -> std::io::Result<StoppableThread> {
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
@@ -254,8 +255,11 @@ fn housekeeping(store: Arc<Store>, source: Arc<dyn Source>) -> std::io::Result<S
         while !s.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(200));
             tick += 1;
-            if !tick.is_multiple_of(25) {
+            if tick % 25 != 1 {
                 continue;
+            }
+            if let Err(e) = store.measure_state() {
+                tracing::error!(error = %e, "measuring state failed");
             }
             if let Err(e) = source.enforce_retention() {
                 tracing::error!(error = %e, "retention failed");

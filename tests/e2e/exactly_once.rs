@@ -598,3 +598,31 @@ fn attributes_and_limits_are_bounded_everywhere() {
     let m = host.module("adversary").metrics.unwrap();
     assert_eq!((m.traps["state"], m.retries), (1, 0));
 }
+
+#[test]
+fn reads_can_require_the_token_and_are_bounded() {
+    // The harness appends this to its own [api] table.
+    let host = HostProc::start("read-token = true\n", |m| stage(m, &["counter"]));
+    let (code, _) = api(&host.addr, "GET", "/v1/modules", None, None);
+    assert_eq!(code, 401, "a read without the token");
+    let (code, body) = api(
+        &host.addr,
+        "GET",
+        "/v1/modules/counter/state",
+        None,
+        Some(TOKEN),
+    );
+    assert_eq!(code, 200, "{body}");
+    for health in ["/healthz", "/readyz"] {
+        let (code, _) = api(&host.addr, "GET", health, None, None);
+        assert_eq!(code, 200, "{health} needs no token");
+    }
+    // The CLI sends its token with reads.
+    let r = host.cli(&["modules"]);
+    assert!(
+        r.ok && r.stdout.contains("counter"),
+        "{} {}",
+        r.stdout,
+        r.stderr
+    );
+}

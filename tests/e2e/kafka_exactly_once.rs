@@ -159,3 +159,33 @@ fn kafka_an_output_the_broker_refuses_is_kept_aside_and_stalls_nothing() {
         (host.get("/v1/status")["outbox_pending"] == 0).then_some(())
     });
 }
+
+#[test]
+fn kafka_the_api_reads_only_the_hosts_own_topics() {
+    let broker = Broker::start(Storage::Memory);
+    broker.create_topic("orders", 1);
+    broker.create_topic("payroll", 1);
+    let (events, _) = orders(3, 2, 41, "pay-");
+    broker.produce("payroll", &events);
+    let host = HostProc::start(&broker.host_config(), |m| stage(m, &["aggregator"]));
+    let (code, body) = api(
+        &host.addr,
+        "GET",
+        "/v1/topics/payroll/partitions/0/events?from=0",
+        None,
+        None,
+    );
+    assert_eq!(code, 404, "another team's topic: {body}");
+    let listed = host.get("/v1/topics");
+    let names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(!names.contains(&"payroll"), "{names:?}");
+    assert!(
+        names.contains(&"orders") && names.contains(&"totals"),
+        "{names:?}"
+    );
+}

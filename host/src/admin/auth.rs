@@ -66,16 +66,26 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
 }
 
-/// Refuse mutating requests without `Authorization: Bearer <token>`.
+/// The token, and whether reads need it too (`[api] read-token`).
+#[derive(Clone)]
+pub(super) struct Guard {
+    pub(super) token: std::sync::Arc<str>,
+    pub(super) reads: bool,
+}
+
+/// Refuse mutating requests (and, if so configured, reads other than the
+/// health checks) without `Authorization: Bearer <token>`.
 pub(super) async fn require_token(
-    State(token): State<std::sync::Arc<str>>,
+    State(guard): State<Guard>,
     req: Request,
     next: Next,
 ) -> Response {
     let reads = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    if reads {
+    let health = matches!(req.uri().path(), "/healthz" | "/readyz");
+    if reads && (!guard.reads || health) {
         return next.run(req).await;
     }
+    let token = guard.token;
     let given = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -87,6 +97,8 @@ pub(super) async fn require_token(
         other => {
             let why = if other.is_some() {
                 "the bearer token is wrong"
+            } else if reads {
+                "this host requires `Authorization: Bearer <token>` for reads too ([api] read-token; SLUICE_API_TOKEN for the CLI)"
             } else {
                 "this request changes something and needs `Authorization: Bearer <token>` (SLUICE_API_TOKEN for the CLI)"
             };

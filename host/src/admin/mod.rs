@@ -25,7 +25,9 @@
 //! | `GET /readyz` | 200 once modules are loaded and sources reachable, else 503 with the reason |
 //!
 //! Every request that changes something (any method but GET) needs
-//! `Authorization: Bearer <token>` (see [`auth`]); bodies are capped at
+//! `Authorization: Bearer <token>` (see [`auth`]), and so do reads when
+//! `[api] read-token` is on (the default off loopback; `/healthz` and
+//! `/readyz` never need it); bodies are capped at
 //! `[api] max-upload` (413). Errors are JSON: `{"error": "...", "field":
 //! "...", "index": n}`.
 
@@ -53,6 +55,7 @@ use crate::source::{TopicError, ingest};
 /// when one is given.
 pub fn router(svc: Arc<Service>, token: Option<String>) -> Router {
     let max_body = usize::try_from(svc.config().api.max_upload).unwrap_or(usize::MAX);
+    let reads_need_token = svc.config().api.reads_need_token();
     let mut r = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(lifecycle::readyz))
@@ -80,8 +83,14 @@ pub fn router(svc: Arc<Service>, token: Option<String>) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .with_state(svc);
     if let Some(t) = token {
-        let t: Arc<str> = t.into();
-        r = r.layer(axum::middleware::from_fn_with_state(t, auth::require_token));
+        let guard = auth::Guard {
+            token: t.into(),
+            reads: reads_need_token,
+        };
+        r = r.layer(axum::middleware::from_fn_with_state(
+            guard,
+            auth::require_token,
+        ));
     }
     r.layer(axum::middleware::map_response(auth::json_errors))
 }
@@ -326,11 +335,10 @@ async fn dlq_events(
     let module = name.clone();
     with_dlq(svc, name, move |svc, dlq_topic, _| {
         let ids: Vec<String> = q.id.into_iter().collect();
-        let frames = crate::dlq::select(svc.topics(), &module, dlq_topic, &ids)?;
-        let total = frames.len();
+        let limit = q.limit.clamp(1, 10_000);
+        let (total, frames) = crate::dlq::select(svc.topics(), &module, dlq_topic, &ids, limit)?;
         let events: Vec<Value> = frames
             .iter()
-            .take(q.limit)
             .filter_map(|f| json::event_json(f).ok())
             .collect();
         Ok(json!({ "total": total, "events": events }))
@@ -404,7 +412,7 @@ async fn state(
             json!({ "error": format!("no module named `{name}`") }),
         );
     }
-    let limit = q.limit.clamp(1, 1_000_000);
+    let limit = q.limit.clamp(1, 10_000);
     blocking(
         move || {
             let entries = svc.store().dump_state(&name, q.prefix.as_bytes(), limit)?;

@@ -69,8 +69,7 @@ impl Api {
     pub(crate) fn get(&self, path: &str) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.base);
         let resp = self
-            .agent
-            .get(&url)
+            .authed(self.agent.get(&url))
             .call()
             .map_err(|e| describe(&self.base, e))?;
         resp.into_json()

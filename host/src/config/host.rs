@@ -187,6 +187,17 @@ pub struct Api {
         deserialize_with = "super::units::serde_units::size"
     )]
     pub max_upload: u64,
+    /// Whether reads (state, dead letters, topics, status) need the token
+    /// too. Unset: yes when listening on anything but loopback.
+    #[serde(rename = "read-token")]
+    pub read_token: Option<bool>,
+}
+
+impl Api {
+    /// Whether a read needs the token (see `read_token`).
+    pub fn reads_need_token(&self) -> bool {
+        self.read_token.unwrap_or(!self.listen.ip().is_loopback())
+    }
 }
 
 impl std::fmt::Debug for Api {
@@ -205,6 +216,7 @@ impl Default for Api {
             listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
             token: None,
             max_upload: 64 << 20,
+            read_token: None,
         }
     }
 }

@@ -223,7 +223,7 @@ impl Lifecycle {
             revision: Some(m.revision.revision),
             component: Some(m.revision.component.clone()),
             partitions,
-            state: self.cx.store.state_size(name).ok(),
+            state: self.cx.store.measured_state_size(name),
             last_error: m
                 .deploy_error
                 .clone()

@@ -195,14 +195,19 @@ pub fn select(
     module: &str,
     topic: &str,
     ids: &[String],
-) -> Result<Vec<Vec<u8>>, TopicError> {
+    limit: usize,
+) -> Result<(u64, Vec<Vec<u8>>), TopicError> {
     let mut out = Vec::new();
+    let mut total = 0;
     scan(topics, module, topic, |frame, ev| {
         if ids.is_empty() || ids.iter().any(|i| i == ev.id) {
-            out.push(frame.to_vec());
+            total += 1;
+            if out.len() < limit {
+                out.push(frame.to_vec());
+            }
         }
     })?;
-    Ok(out)
+    Ok((total, out))
 }
 
 /// The event to replay for a dead letter, addressed to its original

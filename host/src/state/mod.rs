@@ -80,6 +80,9 @@ pub struct Store {
     sweep_lock: std::sync::RwLock<()>,
     /// Atomic writes made (see [`Store::writes`]).
     writes: AtomicU64,
+    /// Each module's state size as of the last [`Store::measure_state`]:
+    /// what status shows, so that reading status never scans.
+    state_sizes: std::sync::Mutex<Option<std::collections::HashMap<String, StateSize>>>,
 }
 
 /// A state entry: `(user key, value)`.
@@ -121,6 +124,7 @@ impl Store {
             relay_next: AtomicU64::new(0),
             sweep_lock: std::sync::RwLock::new(()),
             writes: AtomicU64::new(0),
+            state_sizes: Default::default(),
         };
         let next = store
             .db
@@ -242,23 +246,32 @@ impl Store {
         Ok(out)
     }
 
-    /// Number and bytes of a module's state entries.
-    pub fn state_size(&self, module: &str) -> Result<StateSize, StoreError> {
-        let mp = module_prefix(module);
-        let mut size = StateSize::default();
-        let it = self.db.iterator_cf(
-            self.cf(CF_STATE),
-            IteratorMode::From(&mp, Direction::Forward),
-        );
-        for item in it {
+    /// Measure every module's state (one pass over the `state` family, off
+    /// any request: housekeeping does it) for [`Store::measured_state_size`].
+    pub fn measure_state(&self) -> Result<(), StoreError> {
+        let mut sizes: std::collections::HashMap<String, StateSize> = Default::default();
+        for item in self.db.iterator_cf(self.cf(CF_STATE), IteratorMode::Start) {
             let (k, v) = item?;
-            if !k.starts_with(&mp) {
-                break;
-            }
+            let Some(end) = k.iter().position(|b| *b == 0) else {
+                continue;
+            };
+            let module = String::from_utf8_lossy(&k[..end]);
+            let size = match sizes.get_mut(module.as_ref()) {
+                Some(s) => s,
+                None => sizes.entry(module.into_owned()).or_default(),
+            };
             size.keys += 1;
-            size.bytes += (k.len() - mp.len() - 4 + v.len()) as u64;
+            size.bytes += (k.len().saturating_sub(end + 5) + v.len()) as u64;
         }
-        Ok(size)
+        *self.state_sizes.lock().unwrap() = Some(sizes);
+        Ok(())
+    }
+
+    /// A module's state size as last measured (at most a few seconds old);
+    /// `None` before the first measurement.
+    pub fn measured_state_size(&self, module: &str) -> Option<StateSize> {
+        let sizes = self.state_sizes.lock().unwrap();
+        Some(sizes.as_ref()?.get(module).copied().unwrap_or_default())
     }
 
     /// Which of `keys` (dedup keys) are already applied and not expired at `now_ms`.

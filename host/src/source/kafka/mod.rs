@@ -72,6 +72,9 @@ pub struct Kafka {
     readers: reader::Readers,
     /// Per module: what its consumer holds, for status views.
     positions: Arc<Mutex<HashMap<String, Positions>>>,
+    /// The topics this host uses (its config's, its modules', its own): the
+    /// only ones the API reads or lists, whatever else the credentials see.
+    managed: std::sync::RwLock<std::collections::HashSet<String>>,
 }
 
 /// Whether the broker answers, as the consumers and producers last saw it.
@@ -139,6 +142,11 @@ impl Kafka {
             health,
             readers: reader::Readers::default(),
             positions: Default::default(),
+            managed: std::sync::RwLock::new(
+                [crate::sink::UNDELIVERABLE.to_string()]
+                    .into_iter()
+                    .collect(),
+            ),
         };
         Ok(Arc::new(k))
     }
@@ -297,11 +305,21 @@ impl Source for Kafka {
 
 impl Topics for Kafka {
     fn ensure(&self, topics: &[(String, Option<u32>)]) -> Result<Vec<u32>, TopicError> {
-        self.ensure_topics(topics).map_err(TopicError::Unavailable)
+        let counts = self
+            .ensure_topics(topics)
+            .map_err(TopicError::Unavailable)?;
+        self.managed
+            .write()
+            .unwrap()
+            .extend(topics.iter().map(|(t, _)| t.clone()));
+        Ok(counts)
     }
 
     fn names(&self) -> Result<Vec<(String, u32)>, TopicError> {
-        self.topics().map_err(TopicError::Unavailable)
+        let managed = self.managed.read().unwrap();
+        let mut all = self.topics().map_err(TopicError::Unavailable)?;
+        all.retain(|(t, _)| managed.contains(t));
+        Ok(all)
     }
 
     fn partitions(&self, topic: &str) -> Result<Option<u32>, TopicError> {
@@ -345,6 +363,9 @@ impl Topics for Kafka {
         limit: usize,
         wait: Duration,
     ) -> Result<Page, TopicError> {
+        if !self.managed.read().unwrap().contains(topic) {
+            return Err(TopicError::Unknown(topic.into()));
+        }
         self.readers
             .read(self, topic, partition, from, limit, wait)
             .map_err(TopicError::Unavailable)
@@ -355,6 +376,8 @@ impl Topics for Kafka {
         topic: &str,
         mut events: Vec<OwnedEvent>,
     ) -> Result<Vec<Produced>, TopicError> {
+        // What the API writes to, it may read.
+        self.managed.write().unwrap().insert(topic.to_string());
         for e in &mut events {
             e.topic = topic.to_string();
             if e.time.is_none() {
