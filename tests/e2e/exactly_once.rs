@@ -402,20 +402,29 @@ fn a_quarantine_is_recorded_with_the_dead_letter_that_caused_it() {
 }
 
 /// A source that reads the embedded log but can be told the host no longer
-/// holds its partitions (as a Kafka member dropped from its group).
+/// holds its partitions (as a Kafka member dropped from its group), or that
+/// the group gave it a partition it did not know of (as Kafka does when a
+/// topic grows).
 struct Losable {
     log: std::sync::Arc<sluice::source::log::EventLog>,
     held: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Partitions the input admits to at start (all if 0).
+    shown: u32,
+    /// Placements the next poll hands out.
+    grow: std::sync::Arc<std::sync::Mutex<Vec<sluice::source::Placement>>>,
 }
 
 struct LosableInput {
     inner: Box<dyn sluice::source::Input>,
     held: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    shown: u32,
+    grow: std::sync::Arc<std::sync::Mutex<Vec<sluice::source::Placement>>>,
 }
 
 impl sluice::source::Input for LosableInput {
     fn partitions(&mut self, topic: &str) -> Option<u32> {
-        self.inner.partitions(topic)
+        let n = self.inner.partitions(topic)?;
+        Some(if self.shown > 0 { n.min(self.shown) } else { n })
     }
     fn start(
         &mut self,
@@ -429,7 +438,9 @@ impl sluice::source::Input for LosableInput {
         self.held.load(std::sync::atomic::Ordering::SeqCst)
     }
     fn poll(&mut self) -> Vec<sluice::source::Placement> {
-        self.inner.poll()
+        let mut placed = self.inner.poll();
+        placed.append(&mut self.grow.lock().unwrap());
+        placed
     }
     fn idle(&mut self, timeout: Duration) -> Vec<sluice::source::Placement> {
         self.inner.idle(timeout)
@@ -457,6 +468,8 @@ impl sluice::source::Source for Losable {
         Ok(Box::new(LosableInput {
             inner: self.log.input(module, topics)?,
             held: self.held.clone(),
+            shown: self.shown,
+            grow: self.grow.clone(),
         }))
     }
     fn progress(&self, module: &str, topics: &[String]) -> Vec<sluice::source::Progress> {
@@ -504,6 +517,8 @@ fn a_host_that_lost_its_partition_commits_nothing_for_it() {
         source: std::sync::Arc::new(Losable {
             log: log.clone(),
             held: held.clone(),
+            shown: 0,
+            grow: Default::default(),
         }),
         output: log.clone(),
         batch_size: 64,
@@ -625,4 +640,74 @@ fn reads_can_require_the_token_and_are_bounded() {
         r.stdout,
         r.stderr
     );
+}
+
+#[test]
+fn a_partition_the_source_adds_later_is_read() {
+    use sluice::source::Topics as _;
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(sluice::state::Store::open(dir.path(), false).unwrap());
+    let log = sluice::source::log::EventLog::open(store.clone(), 1, 1000, true).unwrap();
+    log.ensure(&[
+        ("clicks".into(), Some(2)),
+        ("counts".into(), None),
+        ("counter.dlq".into(), None),
+    ])
+    .unwrap();
+    let runtime = std::sync::Arc::new(sluice::runtime::Runtime::new(1 << 30).unwrap());
+    let manifest =
+        sluice::config::Manifest::load(&staged_modules().join("counter/module.toml")).unwrap();
+    let loaded = runtime.load(&component("counter")).unwrap();
+    let metrics = std::sync::Arc::new(sluice::pipeline::Metrics::default());
+    let grow = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    // The input admits to one partition of `clicks` at start.
+    let cx = sluice::pipeline::Context {
+        store: store.clone(),
+        runtime,
+        source: std::sync::Arc::new(Losable {
+            log: log.clone(),
+            held: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            shown: 1,
+            grow: grow.clone(),
+        }),
+        output: log.clone(),
+        batch_size: 64,
+    };
+    let events: Vec<sluice_wire::OwnedEvent> = (0..40)
+        .map(|i| sluice_wire::OwnedEvent {
+            key: Some(format!("key-{i}").into_bytes()),
+            ..click(i)
+        })
+        .collect();
+    let on = |p: u32| {
+        events
+            .iter()
+            .filter(|e| sluice::source::partition::for_event(e, 2) == Some(p))
+            .count() as u64
+    };
+    let (in0, in1) = (on(0), on(1));
+    assert!(in0 > 0 && in1 > 0, "both partitions get events");
+    log.produce("clicks", events.clone()).unwrap();
+    let mut pipeline = sluice::pipeline::Pipeline::start(
+        cx,
+        std::sync::Arc::new(manifest),
+        loaded,
+        metrics.clone(),
+    )
+    .unwrap();
+    wait_for(Duration::from_secs(30), "partition 0 read", || {
+        (store.cursor("counter", "clicks", 0).unwrap() == Some(in0)).then_some(())
+    });
+    assert_eq!(metrics.applied.get(), in0);
+    // Now the group gives it partition 1, which the topic has grown to.
+    grow.lock().unwrap().push(sluice::source::Placement {
+        topic: "clicks".into(),
+        partition: 1,
+        at: 0,
+    });
+    wait_for(Duration::from_secs(30), "partition 1 read", || {
+        (store.cursor("counter", "clicks", 1).unwrap() == Some(in1)).then_some(())
+    });
+    assert_eq!(metrics.applied.get(), in0 + in1);
+    pipeline.stop();
 }
