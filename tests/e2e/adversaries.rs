@@ -106,10 +106,15 @@ fn misbehaving_module_is_contained_and_the_healthy_one_stays_exact() {
 
 #[test]
 fn a_module_gets_no_files_environment_or_network() {
+    // Something real to reach: a listening socket (a closed port would be
+    // refused whatever the sandbox said).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
     let host = HostProc::start("", |m| stage(m, &["adversary"]));
     let events: Vec<Value> = ["fs", "env", "net", "print"]
         .iter()
-        .map(|mode| json!({"id": mode, "type": "t", "data": {"mode": mode}}))
+        .map(|mode| json!({"id": mode, "type": "t", "data": {"mode": mode, "port": port}}))
         .collect();
     host.produce("orders", &Value::Array(events));
     host.wait_caught_up("adversary", Duration::from_secs(60));
@@ -126,6 +131,10 @@ fn a_module_gets_no_files_environment_or_network() {
         let o = outcomes.iter().find(|o| o.starts_with(what)).unwrap();
         assert!(o.starts_with(&format!("{what}: denied")), "{o}");
     }
+    assert!(
+        matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "nothing connected to the listening socket"
+    );
     assert_eq!(
         host.read_all("adversary.dlq").len(),
         0,

@@ -21,6 +21,38 @@ fn sigkill_at_random_moments_with_the_python_module() {
     crash_test("aggregator-py", 20_000, 6);
 }
 
+/// Post `chunks` to `orders` on a thread, `pause` apart, each resent until
+/// the host acknowledges it, as a real at-least-once producer does (a chunk
+/// can land twice, which dedup absorbs). Returns how many are acknowledged,
+/// whether all are, and the thread.
+fn feed(
+    addr: &str,
+    chunks: Vec<Value>,
+    pause: Duration,
+) -> (
+    Arc<AtomicUsize>,
+    Arc<AtomicBool>,
+    std::thread::JoinHandle<()>,
+) {
+    let addr = addr.to_string();
+    let sent = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let (s, d) = (sent.clone(), done.clone());
+    let thread = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(600);
+        for chunk in &chunks {
+            while produce(&addr, "orders", chunk).is_err() {
+                assert!(Instant::now() < deadline, "producer gave up");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            s.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(pause);
+        }
+        d.store(true, Ordering::SeqCst);
+    });
+    (sent, done, thread)
+}
+
 /// Produce `n` orders in chunks of `n / 100` while SIGKILLing the host
 /// `kills` times at random moments; then state and outputs must be exact.
 fn crash_test(module: &str, n: usize, kills_wanted: u32) {
@@ -34,28 +66,9 @@ fn crash_test(module: &str, n: usize, kills_wanted: u32) {
         .map(|c| Value::Array(c.to_vec()))
         .collect();
 
-    // The producer resends a chunk until the host acknowledges it, as a real
-    // at-least-once producer does; a chunk can land twice, which dedup absorbs.
-    let addr = host.addr.clone();
-    let sent = Arc::new(AtomicUsize::new(0));
-    let done = Arc::new(AtomicBool::new(false));
-    let producer = {
-        let (sent, done) = (sent.clone(), done.clone());
-        std::thread::spawn(move || {
-            let deadline = Instant::now() + Duration::from_secs(600);
-            for chunk in &chunks {
-                while produce(&addr, "orders", chunk).is_err() {
-                    assert!(Instant::now() < deadline, "producer gave up");
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                sent.fetch_add(1, Ordering::SeqCst);
-                // A steady stream (~20 chunks/s, at least 5 s in all), so the
-                // kills below land while there is work in flight.
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            done.store(true, Ordering::SeqCst);
-        })
-    };
+    // A steady stream (~20 chunks/s, at least 5 s in all), so the kills
+    // below land while there is work in flight.
+    let (sent, done, producer) = feed(&host.addr, chunks, Duration::from_millis(50));
 
     let mut rng = rand::rng();
     let mut kills = 0;
@@ -117,4 +130,75 @@ fn crash_test(module: &str, n: usize, kills_wanted: u32) {
     assert_eq!(ids.len(), n, "distinct output ids");
     assert_eq!(inputs.len(), n, "one update per input event");
     assert_eq!(updates.len(), n, "no output was published twice");
+}
+
+/// The duplicate flood of issue 12: 20,000 orders, half of them without a
+/// partition key, each posted one to three times in random order while the
+/// host is SIGKILLed five times. Every customer's total is exact, every input
+/// has one output, nothing is applied twice.
+#[test]
+fn a_duplicate_flood_through_kills_applies_every_event_once() {
+    use rand::seq::SliceRandom;
+    const N: usize = 20_000;
+    const KILLS: u32 = 5;
+    let mut host = HostProc::start("[[topics]]\nname = \"orders\"\npartitions = 3\n", |m| {
+        stage(m, &["aggregator"])
+    });
+    let (mut events, expected) = orders(N, 100, 17, "flood-");
+    for e in events.iter_mut().skip(1).step_by(2) {
+        e.as_object_mut().unwrap().remove("partitionkey");
+    }
+    let mut rng = rand::rng();
+    let mut sends: Vec<Value> = events
+        .iter()
+        .flat_map(|e| std::iter::repeat_n(e.clone(), rng.random_range(1..=3)))
+        .collect();
+    sends.shuffle(&mut rng);
+    let total_sends = sends.len();
+    let chunks: Vec<Value> = sends
+        .chunks(400)
+        .map(|c| Value::Array(c.to_vec()))
+        .collect();
+    let n_chunks = chunks.len();
+    let (sent, done, producer) = feed(&host.addr, chunks, Duration::from_millis(40));
+    let mut kills = 0;
+    let start = Instant::now();
+    while kills < KILLS || !done.load(Ordering::SeqCst) {
+        assert!(start.elapsed() < Duration::from_secs(600), "took too long");
+        std::thread::sleep(Duration::from_millis(rng.random_range(100..600)));
+        if kills < KILLS {
+            eprintln!(
+                "kill {}: {}/{n_chunks} chunks acknowledged",
+                kills + 1,
+                sent.load(Ordering::SeqCst)
+            );
+            host.kill9();
+            kills += 1;
+            host.restart();
+        }
+    }
+    producer.join().unwrap();
+    eprintln!("{total_sends} posts of {N} events");
+    host.wait_caught_up("aggregator", Duration::from_secs(300));
+    let updates = wait_for(Duration::from_secs(120), "every update", || {
+        let u = host.read_all("totals");
+        (u.len() >= N).then_some(u)
+    });
+    // Keyless orders spread a customer over partitions: the totals of each
+    // customer's partitions add up to the independent computation.
+    let mut sums: std::collections::BTreeMap<String, (i64, u64)> = Default::default();
+    for (k, v) in host.state("aggregator") {
+        let s = sums
+            .entry(k.trim_start_matches("total/").to_string())
+            .or_default();
+        s.0 += v["total"].as_i64().unwrap();
+        s.1 += v["count"].as_u64().unwrap();
+    }
+    assert_eq!(sums, expected, "every per-customer total exact");
+    let inputs: HashSet<&str> = updates
+        .iter()
+        .map(|u| u["data"]["input"].as_str().unwrap())
+        .collect();
+    assert_eq!(inputs.len(), N, "one update per input");
+    assert_eq!(updates.len(), N, "nothing applied twice");
 }

@@ -490,189 +490,122 @@ impl sluice::source::Source for Losable {
     }
 }
 
-#[test]
-fn a_host_that_lost_its_partition_commits_nothing_for_it() {
+/// A module's pipeline started in-process on an embedded log, reading
+/// through a [`Losable`] source.
+struct Rig {
+    _dir: tempfile::TempDir,
+    store: std::sync::Arc<sluice::state::Store>,
+    log: std::sync::Arc<sluice::source::log::EventLog>,
+    metrics: std::sync::Arc<sluice::pipeline::Metrics>,
+    pipeline: sluice::pipeline::Pipeline,
+}
+
+/// Start the staged `module` (its manifest changed by `tune`) with `topics`
+/// created and `events` already in `input`, its source told which
+/// partitions to show (`shown`, 0 for all), whether it holds them (`held`)
+/// and what to place later (`grow`).
+fn rig(
+    module: &str,
+    topics: &[(&str, Option<u32>)],
+    (input, events): (&str, Vec<sluice_wire::OwnedEvent>),
+    tune: impl FnOnce(&mut sluice::config::Manifest),
+    held: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    shown: u32,
+    grow: std::sync::Arc<std::sync::Mutex<Vec<sluice::source::Placement>>>,
+) -> Rig {
     use sluice::source::Topics as _;
-    use std::sync::atomic::{AtomicBool, Ordering};
     let dir = tempfile::tempdir().unwrap();
     let store = std::sync::Arc::new(sluice::state::Store::open(dir.path(), false).unwrap());
     let log = sluice::source::log::EventLog::open(store.clone(), 1, 1000, true).unwrap();
-    log.ensure(&[
-        ("flaky-in".into(), Some(1)),
-        ("flaky-out".into(), None),
-        ("flaky.dlq".into(), None),
-    ])
-    .unwrap();
-    let held = std::sync::Arc::new(AtomicBool::new(true));
+    let topics: Vec<(String, Option<u32>)> =
+        topics.iter().map(|(t, n)| (t.to_string(), *n)).collect();
+    log.ensure(&topics).unwrap();
+    log.produce(input, events).unwrap();
     let runtime = std::sync::Arc::new(sluice::runtime::Runtime::new(1 << 30).unwrap());
     let mut manifest =
-        sluice::config::Manifest::load(&staged_modules().join("flaky/module.toml")).unwrap();
-    manifest.retry.backoff.initial = Duration::from_millis(1500);
-    manifest.retry.backoff.max = Duration::from_millis(1500);
-    let loaded = runtime.load(&component("flaky")).unwrap();
+        sluice::config::Manifest::load(&staged_modules().join(module).join("module.toml")).unwrap();
+    tune(&mut manifest);
+    let loaded = runtime.load(&component(module)).unwrap();
     let metrics = std::sync::Arc::new(sluice::pipeline::Metrics::default());
     let cx = sluice::pipeline::Context {
         store: store.clone(),
         runtime,
         source: std::sync::Arc::new(Losable {
             log: log.clone(),
-            held: held.clone(),
-            shown: 0,
-            grow: Default::default(),
+            held,
+            shown,
+            grow,
         }),
         output: log.clone(),
         batch_size: 64,
     };
-    log.produce(
-        "flaky-in",
-        vec![sluice_wire::OwnedEvent {
-            id: "lost-1".into(),
-            source: "/t".into(),
-            ty: "t".into(),
-            data: br#"{"action":"retry-once","key":"k"}"#.to_vec(),
-            ..Default::default()
-        }],
-    )
-    .unwrap();
-    let mut pipeline = sluice::pipeline::Pipeline::start(
+    let pipeline = sluice::pipeline::Pipeline::start(
         cx,
         std::sync::Arc::new(manifest),
         loaded,
         metrics.clone(),
     )
     .unwrap();
+    Rig {
+        _dir: dir,
+        store,
+        log,
+        metrics,
+        pipeline,
+    }
+}
+
+#[test]
+fn a_host_that_lost_its_partition_commits_nothing_for_it() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let held = std::sync::Arc::new(AtomicBool::new(true));
+    let event = sluice_wire::OwnedEvent {
+        id: "lost-1".into(),
+        source: "/t".into(),
+        ty: "t".into(),
+        data: br#"{"action":"retry-once","key":"k"}"#.to_vec(),
+        ..Default::default()
+    };
+    let mut r = rig(
+        "flaky",
+        &[
+            ("flaky-in", Some(1)),
+            ("flaky-out", None),
+            ("flaky.dlq", None),
+        ],
+        ("flaky-in", vec![event]),
+        |m| {
+            m.retry.backoff.initial = Duration::from_millis(1500);
+            m.retry.backoff.max = Duration::from_millis(1500);
+        },
+        held.clone(),
+        0,
+        Default::default(),
+    );
     // The first attempt fails; during the backoff the partition goes to
     // another host.
     wait_for(Duration::from_secs(30), "the first attempt", || {
-        (metrics.retries.get() >= 1).then_some(())
+        (r.metrics.retries.get() >= 1).then_some(())
     });
     held.store(false, Ordering::SeqCst);
     // Past the 1.5 s backoff: the retry would have succeeded and committed.
     std::thread::sleep(Duration::from_secs(3));
-    pipeline.stop();
+    r.pipeline.stop();
     assert_eq!(
-        metrics.applied.get(),
+        r.metrics.applied.get(),
         0,
         "applied after losing the partition"
     );
-    assert_eq!(store.cursor("flaky", "flaky-in", 0).unwrap(), Some(0));
+    assert_eq!(r.store.cursor("flaky", "flaky-in", 0).unwrap(), Some(0));
     assert_eq!(
-        log.bounds("flaky-out", 0),
+        r.log.bounds("flaky-out", 0),
         Some((0, 0)),
         "nothing published"
     );
 }
 
 #[test]
-fn attributes_and_limits_are_bounded_everywhere() {
-    let host = HostProc::start("", |m| stage(m, &["adversary"]));
-    // An attribute a megabyte long is refused at ingest, naming it.
-    let long_id = "i".repeat(1 << 20);
-    let (code, body) = post_raw(
-        &host.addr,
-        "/v1/topics/orders/events",
-        "application/json",
-        json!([{"id": long_id, "source": "/s", "type": "t", "data": {}}])
-            .to_string()
-            .as_bytes(),
-    );
-    assert_eq!(code, 400, "{body}");
-    assert_eq!(body["field"], "id", "{body}");
-
-    // A manifest cannot raise a limit above the host's ceilings.
-    let greedy = manifest_text(
-        "counter",
-        Some("greedy"),
-        None,
-        "[limits]\nmemory = \"2GiB\"",
-    );
-    let (code, body) = api(
-        &host.addr,
-        "POST",
-        "/v1/modules",
-        Some(&deploy_body(&greedy, &component_bytes("counter"))),
-        Some(TOKEN),
-    );
-    assert_eq!(code, 422, "{body}");
-    assert!(
-        body["error"].as_str().unwrap().contains("limits.memory"),
-        "{body}"
-    );
-
-    // A limit is hit again by every attempt: tried once, dead-lettered.
-    host.produce(
-        "orders",
-        &json!([{"id": "bomb-1", "source": "/s", "type": "t", "data": {"mode": "state-bomb"}}]),
-    );
-    host.wait_caught_up("adversary", Duration::from_secs(60));
-    let dlq = wait_for(Duration::from_secs(30), "the dead letter", || {
-        let d = host.read_all("adversary.dlq");
-        (!d.is_empty()).then_some(d)
-    });
-    assert_eq!(dlq[0]["headers"]["sluice.dlq.attempts"], "1", "{}", dlq[0]);
-    let m = host.module("adversary").metrics.unwrap();
-    assert_eq!((m.traps["state"], m.retries), (1, 0));
-}
-
-#[test]
-fn reads_can_require_the_token_and_are_bounded() {
-    // The harness appends this to its own [api] table.
-    let host = HostProc::start("read-token = true\n", |m| stage(m, &["counter"]));
-    let (code, _) = api(&host.addr, "GET", "/v1/modules", None, None);
-    assert_eq!(code, 401, "a read without the token");
-    let (code, body) = api(
-        &host.addr,
-        "GET",
-        "/v1/modules/counter/state",
-        None,
-        Some(TOKEN),
-    );
-    assert_eq!(code, 200, "{body}");
-    for health in ["/healthz", "/readyz"] {
-        let (code, _) = api(&host.addr, "GET", health, None, None);
-        assert_eq!(code, 200, "{health} needs no token");
-    }
-    // The CLI sends its token with reads.
-    let r = host.cli(&["modules"]);
-    assert!(
-        r.ok && r.stdout.contains("counter"),
-        "{} {}",
-        r.stdout,
-        r.stderr
-    );
-}
-
-#[test]
 fn a_partition_the_source_adds_later_is_read() {
-    use sluice::source::Topics as _;
-    let dir = tempfile::tempdir().unwrap();
-    let store = std::sync::Arc::new(sluice::state::Store::open(dir.path(), false).unwrap());
-    let log = sluice::source::log::EventLog::open(store.clone(), 1, 1000, true).unwrap();
-    log.ensure(&[
-        ("clicks".into(), Some(2)),
-        ("counts".into(), None),
-        ("counter.dlq".into(), None),
-    ])
-    .unwrap();
-    let runtime = std::sync::Arc::new(sluice::runtime::Runtime::new(1 << 30).unwrap());
-    let manifest =
-        sluice::config::Manifest::load(&staged_modules().join("counter/module.toml")).unwrap();
-    let loaded = runtime.load(&component("counter")).unwrap();
-    let metrics = std::sync::Arc::new(sluice::pipeline::Metrics::default());
-    let grow = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    // The input admits to one partition of `clicks` at start.
-    let cx = sluice::pipeline::Context {
-        store: store.clone(),
-        runtime,
-        source: std::sync::Arc::new(Losable {
-            log: log.clone(),
-            held: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
-            shown: 1,
-            grow: grow.clone(),
-        }),
-        output: log.clone(),
-        batch_size: 64,
-    };
     let events: Vec<sluice_wire::OwnedEvent> = (0..40)
         .map(|i| sluice_wire::OwnedEvent {
             key: Some(format!("key-{i}").into_bytes()),
@@ -687,18 +620,21 @@ fn a_partition_the_source_adds_later_is_read() {
     };
     let (in0, in1) = (on(0), on(1));
     assert!(in0 > 0 && in1 > 0, "both partitions get events");
-    log.produce("clicks", events.clone()).unwrap();
-    let mut pipeline = sluice::pipeline::Pipeline::start(
-        cx,
-        std::sync::Arc::new(manifest),
-        loaded,
-        metrics.clone(),
-    )
-    .unwrap();
+    let grow = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    // The input admits to one partition of `clicks` at start.
+    let mut r = rig(
+        "counter",
+        &[("clicks", Some(2)), ("counts", None), ("counter.dlq", None)],
+        ("clicks", events),
+        |_| {},
+        std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        1,
+        grow.clone(),
+    );
     wait_for(Duration::from_secs(30), "partition 0 read", || {
-        (store.cursor("counter", "clicks", 0).unwrap() == Some(in0)).then_some(())
+        (r.store.cursor("counter", "clicks", 0).unwrap() == Some(in0)).then_some(())
     });
-    assert_eq!(metrics.applied.get(), in0);
+    assert_eq!(r.metrics.applied.get(), in0);
     // Now the group gives it partition 1, which the topic has grown to.
     grow.lock().unwrap().push(sluice::source::Placement {
         topic: "clicks".into(),
@@ -706,8 +642,8 @@ fn a_partition_the_source_adds_later_is_read() {
         at: 0,
     });
     wait_for(Duration::from_secs(30), "partition 1 read", || {
-        (store.cursor("counter", "clicks", 1).unwrap() == Some(in1)).then_some(())
+        (r.store.cursor("counter", "clicks", 1).unwrap() == Some(in1)).then_some(())
     });
-    assert_eq!(metrics.applied.get(), in0 + in1);
-    pipeline.stop();
+    assert_eq!(r.metrics.applied.get(), in0 + in1);
+    r.pipeline.stop();
 }

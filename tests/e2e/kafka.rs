@@ -168,7 +168,26 @@ fn two_hosts_share_the_partitions_of_a_stateless_module() {
     const EVENTS: usize = 20_000;
     let broker = Broker::start(Storage::Memory);
     broker.create_topic("orders", 3);
+    let (mut events, _) = orders(EVENTS, 100, 13, "two-");
+    for (i, e) in events.iter_mut().enumerate() {
+        e["data"]["seq"] = Value::from(i);
+    }
+    broker.produce("orders", &events[..5_000]);
+    // Host A starts alone; host B joins while orders keep coming and A is at
+    // work, so partitions move with work in flight.
     let a = HostProc::start(&broker.host_config(), |m| stage(m, &["router"]));
+    wait_for(Duration::from_secs(120), "host A under way", || {
+        let m = a.module("router").metrics?;
+        (m.applied > 500).then_some(())
+    });
+    let rest = events[5_000..].to_vec();
+    let client = sluice_tests::kafka::Client::new(&broker.bootstrap());
+    let feeder = std::thread::spawn(move || {
+        for chunk in rest.chunks(1_000) {
+            client.produce("orders", chunk);
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    });
     let b = HostProc::start(&broker.host_config(), |m| stage(m, &["router"]));
     let (pa, pb) = wait_for(
         Duration::from_secs(60),
@@ -183,19 +202,36 @@ fn two_hosts_share_the_partitions_of_a_stateless_module() {
         pa.iter().all(|p| !pb.contains(p)),
         "disjoint: {pa:?} {pb:?}"
     );
-
-    let (mut events, _) = orders(EVENTS, 100, 13, "two-");
-    for (i, e) in events.iter_mut().enumerate() {
-        e["data"]["seq"] = Value::from(i);
-    }
-    broker.produce("orders", &events);
+    feeder.join().unwrap();
     let out = wait_for(Duration::from_secs(300), "every output", || {
         let o = broker.read_all("order-events");
         let seqs: HashSet<u64> = o.iter().filter_map(|x| x["data"]["seq"].as_u64()).collect();
         (seqs.len() == EVENTS).then_some(o)
     });
-    let ids: HashSet<&str> = out.iter().filter_map(|x| x["id"].as_str()).collect();
-    assert_eq!(ids.len(), EVENTS, "one output id per input");
+    // Exactly one output per input: a re-publish carries the same id and the
+    // same content, never a second id for one input.
+    let mut by_seq: HashMap<u64, HashSet<&str>> = HashMap::new();
+    let mut by_id: HashMap<&str, &Value> = HashMap::new();
+    for o in &out {
+        let id = o["id"].as_str().unwrap();
+        by_seq
+            .entry(o["data"]["seq"].as_u64().unwrap())
+            .or_default()
+            .insert(id);
+        if let Some(prev) = by_id.insert(id, &o["data"]) {
+            assert_eq!(prev, &o["data"], "{id} published with two contents");
+        }
+    }
+    assert!(
+        by_seq.values().all(|ids| ids.len() == 1),
+        "an input with two outputs"
+    );
+    assert_eq!(by_id.len(), EVENTS, "one output id per input");
+    eprintln!(
+        "{} records for {EVENTS} inputs ({} re-published)",
+        out.len(),
+        out.len() - EVENTS
+    );
     // Both hosts did part of the work.
     for (name, h) in [("A", &a), ("B", &b)] {
         let m = h.module("router").metrics.unwrap();
@@ -244,12 +280,16 @@ fn a_stopped_module_does_not_hold_back_another_modules_offsets() {
             (c == EVENTS as i64).then_some(c)
         },
     );
-    let flaky = committed("sluice.flaky");
+    // The quarantined module dead-lettered exactly three events, committed
+    // their offsets, and took no more.
+    let flaky = wait_for(Duration::from_secs(30), "flaky's three offsets", || {
+        let c = committed("sluice.flaky");
+        (c >= 3).then_some(c)
+    });
     eprintln!("committed offsets: sluice.aggregator {agg}, sluice.flaky {flaky}");
-    assert!(
-        flaky <= 3,
-        "the quarantined module stopped after 3 events: {flaky}"
-    );
+    assert_eq!(flaky, 3, "the quarantined module stopped after 3 events");
+    let m = host.module("flaky").metrics.unwrap();
+    assert_eq!((m.dead_letters, m.applied), (3, 0));
 }
 
 #[test]

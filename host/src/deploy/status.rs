@@ -269,7 +269,7 @@ impl Lifecycle {
                 },
             },
             revisions,
-            sandbox: crate::runtime::GRANTS.clone(),
+            sandbox: crate::runtime::Sandbox::DENY_ALL.report(),
         })
     }
 

@@ -234,6 +234,9 @@ impl Worker {
         while !self.stopping() {
             if self.controls.quarantine.is_set() {
                 self.set_status(ModuleStatus::Quarantined);
+                // Read nothing, but stay served: a Kafka member keeps its
+                // group and commits what it did before the quarantine.
+                self.serve_input()?;
                 self.controls
                     .quarantine
                     .wait_cleared(Duration::from_millis(200));

@@ -27,6 +27,9 @@ struct Input<'a> {
     mode: &'a str,
     #[serde(default)]
     ms: u64,
+    /// For `net`: the loopback port to try (a listening one, in the tests).
+    #[serde(default)]
+    port: u16,
 }
 
 fn recurse(n: u64) -> u64 {
@@ -144,7 +147,7 @@ pub fn handle(event: &Event) -> Result {
         }
         "net" => report(
             "net",
-            std::net::TcpStream::connect(("127.0.0.1", 9)).map(|_| ()),
+            std::net::TcpStream::connect(("127.0.0.1", input.port)).map(|_| ()),
         ),
         _ => emit("adversary-out", "ok", event.id.as_bytes().to_vec()),
     }
