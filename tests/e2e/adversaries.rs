@@ -168,3 +168,75 @@ fn a_host_wide_memory_budget_bounds_every_module_together() {
     let used = status["wasm_memory"]["used"].as_u64().unwrap();
     assert!(used > 0 && used <= 12 << 20, "{status}");
 }
+
+/// A component of two core instances, each with a memory of its own; every
+/// event grows each by 40 MiB. Its manifest allows 64 MiB.
+const TWO_MEMORIES: &str = r#"(component
+  (core module $other
+    (memory (export "mem") 1)
+    (func (export "grow") (result i32) (memory.grow (i32.const 640))))
+  (core module $main
+    (import "other" "grow" (func $grow (result i32)))
+    (memory (export "memory") 1)
+    (global $heap (mut i32) (i32.const 1024))
+    (func (export "realloc") (param i32 i32 i32 i32) (result i32)
+      (local $p i32)
+      (local.set $p (i32.and (i32.add (global.get $heap) (i32.const 7)) (i32.const -8)))
+      (global.set $heap (i32.add (local.get $p) (local.get 3)))
+      (block $fits
+        (br_if $fits (i32.le_u (global.get $heap) (i32.mul (memory.size) (i32.const 65536))))
+        (drop (memory.grow (i32.add (i32.shr_u (i32.sub (global.get $heap)
+          (i32.mul (memory.size) (i32.const 65536))) (i32.const 16)) (i32.const 1)))))
+      (local.get $p))
+    (func (export "handle") (param i32) (result i32)
+      (drop (call $grow))
+      (drop (memory.grow (i32.const 640)))
+      (i32.store (i32.const 16) (i32.const 0))
+      (i32.const 16)))
+  (core instance $o (instantiate $other))
+  (core instance $m (instantiate $main (with "other" (instance $o))))
+  (type $event' (record
+    (field "id" string) (field "source" string) (field "type" string)
+    (field "subject" (option string)) (field "time" (option string))
+    (field "datacontenttype" (option string)) (field "dataschema" (option string))
+    (field "data" (list u8)) (field "key" (option (list u8)))
+    (field "headers" (list (tuple string (list u8))))
+    (field "topic" string) (field "partition" u32) (field "offset" u64)))
+  (export $event "event" (type $event'))
+  (type $failure' (variant (case "retry" string) (case "reject" string)))
+  (export $failure "failure" (type $failure'))
+  (func $handle (param "event" $event) (result (result (error $failure)))
+    (canon lift (core func $m "handle") (memory (core memory $m "memory"))
+      (realloc (core func $m "realloc"))))
+  (export "handle" (func $handle)))"#;
+
+#[test]
+fn every_memory_of_a_component_counts_against_its_limit() {
+    let host = HostProc::start("", |m| {
+        stage(m, &["aggregator"]);
+        let dir = m.join("two-memories");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("c.wasm"), wat::parse_str(TWO_MEMORIES).unwrap()).unwrap();
+        std::fs::write(
+            dir.join("module.toml"),
+            "name = \"two-memories\"\nversion = \"1\"\ncomponent = \"c.wasm\"\n[[subscribe]]\ntopic = \"orders\"\n[limits]\nmemory = \"64MiB\"\n[retry]\nmax-attempts = 1\n",
+        )
+        .unwrap();
+    });
+    assert_eq!(host.module("two-memories").status, "running");
+    let (events, expected) = orders(20, 4, 9, "mem-");
+    host.produce("orders", &Value::Array(events));
+    host.wait_caught_up("aggregator", Duration::from_secs(60));
+    host.wait_caught_up("two-memories", Duration::from_secs(60));
+    // 40 + 40 MiB is over 64 MiB, though each memory alone is under it.
+    let dlq = host.read_all("two-memories.dlq");
+    assert_eq!(dlq.len(), 20, "every event failed");
+    assert!(
+        dlq.iter()
+            .all(|d| d["headers"]["sluice.dlq.class"] == "memory"),
+        "{:?}",
+        dlq[0]["headers"]
+    );
+    assert_eq!(host.module("two-memories").metrics.unwrap().applied, 0);
+    host.assert_aggregator_totals(&expected);
+}

@@ -12,14 +12,14 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use super::modules::{LoadedModule, Modules, Slot};
-use super::status::{DeployOutcome, RewoundPartition, Undeployed};
+use super::status::{DeployOutcome, Undeployed};
 use super::{ComponentStore, ModuleRecord, Registry, Revision};
 use crate::config::manifest::Ceilings;
 use crate::config::{Manifest, StartPosition};
 use crate::pipeline::{Context, Metrics};
 use crate::runtime::{Loaded, component_hash};
-use crate::source::{Placement, TopicError, Topics, now_ms, start_offset};
-use crate::state::{Commit, Store};
+use crate::source::{Topics, now_ms};
+use crate::state::Store;
 
 /// Why a lifecycle operation was refused. Nothing changed.
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +41,7 @@ pub enum LifecycleError {
 
 pub(crate) type Result<T> = std::result::Result<T, LifecycleError>;
 
-fn internal(e: impl std::fmt::Display) -> LifecycleError {
+pub(super) fn internal(e: impl std::fmt::Display) -> LifecycleError {
     LifecycleError::Internal(e.to_string())
 }
 
@@ -65,7 +65,7 @@ pub struct Lifecycle {
     /// What no module's limits may go above.
     ceilings: Ceilings,
     /// Serializes deploy, rollback, pause, resume, undeploy and rewind.
-    serial: Mutex<()>,
+    pub(super) serial: Mutex<()>,
 }
 
 impl Lifecycle {
@@ -86,7 +86,7 @@ impl Lifecycle {
         }
     }
 
-    fn store(&self) -> &Store {
+    pub(super) fn store(&self) -> &Store {
         &self.cx.store
     }
 
@@ -450,88 +450,6 @@ impl Lifecycle {
         })
     }
 
-    /// Move a module's cursors back (or forward) to `to` on every partition
-    /// of its subscriptions. Without `reset_state`, events already applied are
-    /// skipped by the idempotency set (while their marks live, see
-    /// `[idempotency] ttl`), so state does not change; with it, state and
-    /// idempotency set are dropped first and rebuilt from the events read
-    /// again.
-    pub fn rewind(
-        &self,
-        name: &str,
-        to: StartPosition,
-        reset_state: bool,
-    ) -> Result<Vec<RewoundPartition>> {
-        let _serial = self.serial.lock().unwrap();
-        let manifest = self
-            .modules
-            .get(name, |s| s.module().map(|m| m.manifest.clone()))
-            .flatten()
-            .ok_or_else(|| not_deployed(name))?;
-        // Plan first, so a bad target changes nothing.
-        let plan = self.rewind_plan(name, &manifest, to).map_err(internal)?;
-        if let Some(Some(mut p)) = self.modules.halt(name, false) {
-            p.stop();
-        }
-        let res = self.move_cursors(name, &plan, reset_state);
-        self.modules.resume(name, false);
-        res?;
-        tracing::info!(module = %name, reset_state, partitions = plan.len(), "rewound");
-        Ok(plan)
-    }
-
-    fn rewind_plan(
-        &self,
-        name: &str,
-        manifest: &Manifest,
-        to: StartPosition,
-    ) -> std::result::Result<Vec<RewoundPartition>, TopicError> {
-        let mut plan = Vec::new();
-        for s in &manifest.subscribe {
-            for p in 0..self.topics.partitions(&s.topic)?.unwrap_or(0) {
-                let (first, end) = self.topics.bounds(&s.topic, p)?;
-                let target = start_offset(to, (first, end), |ms| {
-                    self.topics.offset_for_time(&s.topic, p, ms)
-                })?;
-                let from = self.store().cursor(name, &s.topic, p)?.unwrap_or(first);
-                plan.push(RewoundPartition {
-                    topic: s.topic.clone(),
-                    partition: p,
-                    from,
-                    to: target,
-                    end,
-                });
-            }
-        }
-        Ok(plan)
-    }
-
-    /// With the module stopped: move where the source resumes it, then its
-    /// local cursors (and drop its state first if asked).
-    fn move_cursors(&self, name: &str, plan: &[RewoundPartition], reset_state: bool) -> Result<()> {
-        let to: Vec<Placement> = plan
-            .iter()
-            .map(|r| Placement {
-                topic: r.topic.clone(),
-                partition: r.partition,
-                at: r.to,
-            })
-            .collect();
-        self.cx.source.rewind(name, &to).map_err(|e| match e {
-            TopicError::Unsupported(m) => LifecycleError::Invalid(m),
-            e => internal(e),
-        })?;
-        // One write: state dropped and cursors moved together, or neither.
-        let mut c = Commit::new(self.store());
-        if reset_state {
-            c.forget_module(name, false);
-        }
-        for r in plan {
-            c.cursor(name, &r.topic, r.partition, r.to);
-        }
-        c.commit().map_err(internal)
-    }
-
     /// Create the topics a module reads and writes (its dead-letter and
     /// replay topics included) and check that its subscriptions are
     /// co-partitioned.
@@ -583,7 +501,7 @@ impl Lifecycle {
     }
 }
 
-fn not_deployed(name: &str) -> LifecycleError {
+pub(super) fn not_deployed(name: &str) -> LifecycleError {
     LifecycleError::NotFound(format!("no module named `{name}` is deployed"))
 }
 

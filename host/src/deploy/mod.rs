@@ -12,13 +12,15 @@
 //! | file | what |
 //! |---|---|
 //! | `mod.rs` | the registry and the component store |
-//! | `lifecycle.rs` | the operations: deploy, upgrade, rollback, pause, resume, undeploy, rewind |
+//! | `lifecycle.rs` | the operations: deploy, upgrade, rollback, pause, resume, undeploy |
+//! | `rewind.rs` | rewind: read a module's inputs again |
 //! | `modules.rs` | the modules a host has, one slot each, and the one place pipelines start |
 //! | `status.rs` | typed status views of modules and the host |
 //! | `watch.rs` | the watched modules directory |
 
 pub mod lifecycle;
 mod modules;
+mod rewind;
 pub mod status;
 pub mod watch;
 

@@ -19,7 +19,8 @@
 //! |---|---|
 //! | `mod.rs` | the connection: client configs, group names, health; the [`Source`] and [`Topics`] implementations |
 //! | `admin.rs` | topic creation and metadata |
-//! | `consumer.rs` | one module's consumer and its rebalance context |
+//! | `consumer.rs` | one module's consumer |
+//! | `group.rs` | its rebalance context: where a partition given to it resumes |
 //! | `placement.rs` | placing a partition at an offset on a broker that answers from a later batch |
 //! | `reader.rs` | the HTTP API's reads |
 //! | `ends.rs` | the end-offset watcher of a module's partitions |
@@ -27,6 +28,7 @@
 mod admin;
 mod consumer;
 mod ends;
+mod group;
 mod placement;
 mod reader;
 
