@@ -3,25 +3,12 @@
 //! malformed records.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
 use serde_json::Value;
 use sluice_tests::kafka::{Broker, Storage};
 use sluice_tests::*;
-
-/// Sum of the aggregator's per-customer counts, if the host answers.
-fn applied(host: &HostProc) -> Option<u64> {
-    let v = get(&host.addr, "/v1/modules/aggregator/state?limit=1000000").ok()?;
-    Some(
-        v.as_array()?
-            .iter()
-            .filter_map(|e| e["value"]["count"].as_u64())
-            .sum(),
-    )
-}
 
 /// The output topic, deduplicated by event id, holds one update per input.
 fn assert_one_update_per_input(broker: &Broker, n: usize) {
@@ -62,55 +49,55 @@ fn assert_one_update_per_input(broker: &Broker, n: usize) {
 #[test]
 fn kafka_sigkill_at_random_moments_is_exactly_once() {
     const EVENTS: usize = 100_000;
-    const KILLS: u32 = 5;
+    const KILLS: usize = 5;
     let broker = Broker::start(Storage::Memory);
     broker.create_topic("orders", 3);
     let mut host = HostProc::start(&broker.host_config(), |m| stage(m, &["aggregator"]));
     let (events, expected) = orders(EVENTS, 200, 11, "k-order-");
-
-    let done = Arc::new(AtomicBool::new(false));
-    let producer = {
-        let (done, bootstrap) = (done.clone(), broker.bootstrap());
-        let events = events.clone();
-        std::thread::spawn(move || {
-            let b = sluice_tests::kafka::Client::new(&bootstrap);
-            for chunk in events.chunks(5_000) {
-                b.produce("orders", chunk);
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            done.store(true, Ordering::SeqCst);
-        })
+    // One portion before the first kill, one while the host is down after
+    // each: every restart finds a backlog, so every kill can land mid-stream.
+    let mut portions = events.chunks(EVENTS.div_ceil(KILLS + 1));
+    let client = sluice_tests::kafka::Client::new(&broker.bootstrap());
+    let mut produced = 0u64;
+    let mut produce = |portion: Option<&[Value]>| {
+        if let Some(p) = portion {
+            client.produce("orders", p);
+            produced += p.len() as u64;
+        }
+        produced
     };
+    produce(portions.next());
 
     let mut rng = rand::rng();
     let start = Instant::now();
-    let mut kills = 0;
     let mut mid_stream = 0;
     let mut last = 0;
-    while kills < KILLS {
+    for kill in 1..=KILLS {
         assert!(start.elapsed() < Duration::from_secs(900), "took too long");
-        // Kill while it works: once it has made progress since its restart
-        // (rejoining the group takes a few seconds), at a random moment.
+        // Kill while it works: once it has made progress since its restart,
+        // at a random moment soon after.
         wait_for(Duration::from_secs(120), "progress after a restart", || {
-            let n = applied(&host).unwrap_or(0);
-            (n > last || n == EVENTS as u64).then_some(())
+            let n = host.aggregator_applied().unwrap_or(0);
+            (n > last).then_some(())
         });
-        std::thread::sleep(Duration::from_millis(rng.random_range(0..800)));
-        let seen = applied(&host);
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..300)));
+        let seen = host.aggregator_applied();
         last = seen.unwrap_or(last);
-        eprintln!("kill {}: applied {seen:?} of {EVENTS}", kills + 1);
-        if seen.is_some_and(|n| n < EVENTS as u64) || !done.load(Ordering::SeqCst) {
+        host.kill9();
+        let so_far = produce(None);
+        eprintln!("kill {kill}: applied {seen:?} of {so_far} produced");
+        if seen.is_some_and(|n| n < so_far) {
             mid_stream += 1;
         }
-        host.kill9();
-        kills += 1;
+        produce(portions.next());
         host.restart();
     }
-    producer.join().unwrap();
+    produce(portions.next());
+    assert_eq!(produce(None), EVENTS as u64);
     assert!(mid_stream >= 3, "only {mid_stream} kills landed mid-stream");
 
     wait_for(Duration::from_secs(600), "every event applied", || {
-        (applied(&host) == Some(EVENTS as u64)).then_some(())
+        (host.aggregator_applied() == Some(EVENTS as u64)).then_some(())
     });
     eprintln!("all applied after {:?}", start.elapsed());
     host.assert_aggregator_totals(&expected);
@@ -127,7 +114,7 @@ fn kafka_broker_restart_mid_stream_recovers_by_itself() {
     let (events, expected) = orders(EVENTS, 20, 12, "r-order-");
     broker.produce("orders", &events[..EVENTS / 2]);
     wait_for(Duration::from_secs(120), "some progress", || {
-        (applied(&host).unwrap_or(0) > 0).then_some(())
+        (host.aggregator_applied().unwrap_or(0) > 0).then_some(())
     });
 
     // The broker goes away for ~10 s while the host has work in flight.
@@ -143,7 +130,7 @@ fn kafka_broker_restart_mid_stream_recovers_by_itself() {
     broker.produce("orders", &events[EVENTS / 2..]);
 
     wait_for(Duration::from_secs(300), "every event applied", || {
-        (applied(&host) == Some(EVENTS as u64)).then_some(())
+        (host.aggregator_applied() == Some(EVENTS as u64)).then_some(())
     });
     wait_for(
         Duration::from_secs(60),
@@ -152,15 +139,6 @@ fn kafka_broker_restart_mid_stream_recovers_by_itself() {
     );
     host.assert_aggregator_totals(&expected);
     assert_one_update_per_input(&broker, EVENTS);
-}
-
-/// `(topic, partition)` pairs a host's module holds now.
-fn held(host: &HostProc, module: &str) -> Vec<u32> {
-    host.module(module)
-        .partitions
-        .iter()
-        .map(|p| p.partition)
-        .collect()
 }
 
 #[test]
@@ -193,7 +171,7 @@ fn two_hosts_share_the_partitions_of_a_stateless_module() {
         Duration::from_secs(60),
         "both hosts to hold partitions",
         || {
-            let (pa, pb) = (held(&a, "router"), held(&b, "router"));
+            let (pa, pb) = (a.held("router"), b.held("router"));
             (!pa.is_empty() && !pb.is_empty() && pa.len() + pb.len() == 3).then_some((pa, pb))
         },
     );
@@ -259,7 +237,7 @@ fn a_stopped_module_does_not_hold_back_another_modules_offsets() {
     let (events, expected) = orders(EVENTS, 20, 14, "ind-");
     broker.produce("orders", &events);
     wait_for(Duration::from_secs(120), "aggregator done", || {
-        (applied(&host) == Some(EVENTS as u64)).then_some(())
+        (host.aggregator_applied() == Some(EVENTS as u64)).then_some(())
     });
     host.assert_aggregator_totals(&expected);
     wait_for(Duration::from_secs(30), "flaky quarantined", || {
@@ -334,7 +312,7 @@ fn malformed_records_are_dead_lettered_with_the_reason() {
     broker.produce_raw("orders", bad);
     broker.produce("orders", &events);
     wait_for(Duration::from_secs(120), "the valid events applied", || {
-        (applied(&host) == Some(10)).then_some(())
+        (host.aggregator_applied() == Some(10)).then_some(())
     });
     host.assert_aggregator_totals(&expected);
     let dlq = wait_for(Duration::from_secs(60), "four dead letters", || {
@@ -370,9 +348,9 @@ fn kafka_sigterm_mid_stream_drains_the_outbox_and_exits_zero() {
     let (events, expected) = orders(EVENTS, 50, 13, "t-order-");
     broker.produce("orders", &events);
     wait_for(Duration::from_secs(120), "the aggregator under way", || {
-        (applied(&host).unwrap_or(0) > 2_000).then_some(())
+        (host.aggregator_applied().unwrap_or(0) > 2_000).then_some(())
     });
-    let seen = applied(&host).unwrap_or(0);
+    let seen = host.aggregator_applied().unwrap_or(0);
     let code = host.terminate();
     assert_eq!(code, Some(0), "log:\n{}", host.log());
     eprintln!("SIGTERM after {seen} of {EVENTS} applied");
@@ -382,12 +360,12 @@ fn kafka_sigterm_mid_stream_drains_the_outbox_and_exits_zero() {
     let status = host.get("/v1/status");
     assert_eq!(status["outbox_at_start"], 0, "{status}");
     let deadline = Instant::now() + Duration::from_secs(300);
-    while applied(&host) != Some(EVENTS as u64) {
+    while host.aggregator_applied() != Some(EVENTS as u64) {
         if Instant::now() > deadline {
             let log = host.log();
             panic!(
                 "not every event applied after the restart ({:?}); {:?} log tail:\n{}",
-                applied(&host),
+                host.aggregator_applied(),
                 host.module("aggregator").partitions,
                 &log[log.len().saturating_sub(6000)..]
             );
