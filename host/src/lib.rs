@@ -44,5 +44,6 @@ pub mod telemetry;
 pub mod util;
 
 pub use deploy::lifecycle::{DeployRequest, Lifecycle, LifecycleError};
-pub use deploy::status::{DeployOutcome, ModuleInfo, RewoundPartition};
+pub use deploy::status::{DeployOutcome, ModuleInfo, PartitionInfo, RewoundPartition};
 pub use service::Service;
+pub use source::Holder;

@@ -15,7 +15,7 @@ use crate::backends::Backends;
 use crate::config::HostConfig;
 use crate::deploy::ComponentStore;
 use crate::deploy::lifecycle::Lifecycle;
-use crate::deploy::status::{HostStatus, Readiness, WasmMemory};
+use crate::deploy::status::{HostStatus, LagSummary, Readiness, WasmMemory};
 use crate::pipeline::Context;
 use crate::runtime::Runtime;
 use crate::sink::Output;
@@ -213,8 +213,10 @@ impl Service {
             ready: readiness.ready,
             outbox_pending: outbox,
             outbox_at_start: self.outbox_at_start,
-            lag,
-            idle: readiness.ready && outbox == 0 && lag == 0,
+            lag: lag.lag,
+            unassigned_partitions: lag.unassigned,
+            stale_partitions: lag.stale,
+            idle: readiness.ready && outbox == 0 && lag == LagSummary::default(),
             wasm_memory: WasmMemory {
                 used: self.runtime.memory_budget().used(),
                 budget: self.config.pipeline.memory_budget,

@@ -228,7 +228,9 @@ fn every_memory_of_a_component_counts_against_its_limit() {
     host.produce("orders", &Value::Array(events));
     host.wait_caught_up("aggregator", Duration::from_secs(60));
     host.wait_caught_up("two-memories", Duration::from_secs(60));
-    // 40 + 40 MiB is over 64 MiB, though each memory alone is under it.
+    // 40 + 40 MiB is over 64 MiB, though each memory alone is under it. A
+    // limiter that counted memories one by one would let every other event
+    // through (the first growth of a fresh instance fits).
     let dlq = host.read_all("two-memories.dlq");
     assert_eq!(dlq.len(), 20, "every event failed");
     assert!(
@@ -239,4 +241,6 @@ fn every_memory_of_a_component_counts_against_its_limit() {
     );
     assert_eq!(host.module("two-memories").metrics.unwrap().applied, 0);
     host.assert_aggregator_totals(&expected);
+    let peak = host.peak_rss();
+    assert!(peak < RSS_BOUND, "peak RSS {} MiB", peak >> 20);
 }

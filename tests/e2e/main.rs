@@ -10,6 +10,7 @@ mod exactly_once;
 mod failures;
 mod kafka;
 mod kafka_exactly_once;
+mod kafka_restart;
 mod languages;
 mod lifecycle;
 mod quickstart;

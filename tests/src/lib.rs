@@ -324,6 +324,29 @@ impl HostProc {
             .collect()
     }
 
+    /// Orders the aggregator module has applied: the sum of its
+    /// per-customer counts (`None` while the host does not answer).
+    pub fn aggregator_applied(&self) -> Option<u64> {
+        let v = get(&self.addr, "/v1/modules/aggregator/state?limit=10000").ok()?;
+        Some(
+            v.as_array()?
+                .iter()
+                .filter_map(|e| e["value"]["count"].as_u64())
+                .sum(),
+        )
+    }
+
+    /// The partitions of `module` this host holds now (on Kafka: not those
+    /// it lists because another member, or nobody, holds them).
+    pub fn held(&self, module: &str) -> Vec<u32> {
+        self.module(module)
+            .partitions
+            .iter()
+            .filter(|p| p.holder == sluice::Holder::Here)
+            .map(|p| p.partition)
+            .collect()
+    }
+
     /// The aggregator module's state: one `total/<customer>` entry per
     /// customer, each with the expected total and count (as [`orders`]
     /// computes them).

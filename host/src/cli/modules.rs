@@ -5,6 +5,7 @@ use anyhow::bail;
 
 use super::client::Api;
 use crate::pipeline::ModuleStatus;
+use crate::source::Holder;
 
 /// The module list as a table (or JSON with `json`).
 pub(super) fn list(api: &Api, json: bool) -> anyhow::Result<()> {
@@ -14,7 +15,7 @@ pub(super) fn list(api: &Api, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<16} {:<10} {:<10} {:>10} {:>12} {:>8}  CURSORS (topic/partition: cursor, lag)",
+        "{:<16} {:<10} {:<10} {:>10} {:>12} {:>8}  CURSORS (topic/partition: cursor (lag, who reads it if not this host))",
         "MODULE", "VERSION", "STATUS", "STATE KEYS", "STATE BYTES", "LAG"
     );
     for m in mods {
@@ -22,7 +23,19 @@ pub(super) fn list(api: &Api, json: bool) -> anyhow::Result<()> {
         let cursors: Vec<String> = m
             .partitions
             .iter()
-            .map(|p| format!("{}/{}: {} ({})", p.topic, p.partition, p.cursor, p.lag))
+            .map(|p| {
+                let who = match p.holder {
+                    Holder::Here => "",
+                    Holder::OtherMember => ", another host",
+                    Holder::Unassigned => ", UNASSIGNED",
+                    Holder::NotHere => ", not here",
+                };
+                let stale = if p.stale { ", end stale" } else { "" };
+                format!(
+                    "{}/{}: {} ({}{who}{stale})",
+                    p.topic, p.partition, p.cursor, p.lag
+                )
+            })
             .collect();
         let status = m.status.to_string();
         let status = match status.char_indices().nth(10) {

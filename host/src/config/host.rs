@@ -122,18 +122,32 @@ impl Default for DeployConfig {
 pub struct KafkaConfig {
     /// Consumer group of module `m` is `<group-prefix><m>`.
     pub group_prefix: String,
+    /// Join each group as a static member (`group.instance.id`, stable per
+    /// data directory and module; KIP-345, Kafka 2.3+). Off by default: a
+    /// restarted host removes its previous run from the group instead, which
+    /// works on every broker (tansu 0.6 never fails a dead static member
+    /// over to the other hosts).
+    pub static_membership: bool,
     /// librdkafka properties (`bootstrap.servers`, `security.protocol`, ...).
     pub properties: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    /// No properties yet (a usable config needs `bootstrap.servers`).
+    fn default() -> Self {
+        KafkaConfig {
+            group_prefix: "sluice.".into(),
+            static_membership: false,
+            properties: Default::default(),
+        }
+    }
 }
 
 impl<'de> Deserialize<'de> for KafkaConfig {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         use serde::de::Error;
         let table = std::collections::BTreeMap::<String, toml::Value>::deserialize(d)?;
-        let mut cfg = KafkaConfig {
-            group_prefix: "sluice.".into(),
-            properties: Default::default(),
-        };
+        let mut cfg = KafkaConfig::default();
         for (k, v) in table {
             let text = match v {
                 toml::Value::String(s) => s,
@@ -149,12 +163,19 @@ impl<'de> Deserialize<'de> for KafkaConfig {
             };
             match k.as_str() {
                 "group-prefix" => cfg.group_prefix = text,
+                "static-membership" => {
+                    cfg.static_membership = text.parse().map_err(|_| {
+                        D::Error::custom(format!(
+                            "[kafka] static-membership: expected true or false, found `{text}`"
+                        ))
+                    })?
+                }
                 _ if k.contains('.') => {
                     cfg.properties.insert(k, text);
                 }
                 _ => {
                     return Err(D::Error::custom(format!(
-                        "[kafka] unknown key `{k}`: Sluice's keys are `group-prefix`; librdkafka properties contain a `.` (e.g. `bootstrap.servers`)"
+                        "[kafka] unknown key `{k}`: Sluice's keys are `group-prefix` and `static-membership`; librdkafka properties contain a `.` (e.g. `bootstrap.servers`)"
                     )));
                 }
             }
@@ -395,5 +416,13 @@ mod tests {
         assert!(e.contains("bootstrap.servers"), "{e}");
         let e = parse("[kafka]\n\"bootstrap.servers\" = [\"a\"]\n").unwrap_err();
         assert!(e.contains("bootstrap.servers"), "{e}");
+
+        assert!(!k.static_membership, "off by default");
+        let on =
+            parse("[kafka]\n\"bootstrap.servers\" = \"x\"\nstatic-membership = true\n").unwrap();
+        assert!(on.kafka.unwrap().static_membership);
+        let e = parse("[kafka]\n\"bootstrap.servers\" = \"x\"\nstatic-membership = \"yes\"\n")
+            .unwrap_err();
+        assert!(e.contains("static-membership"), "{e}");
     }
 }

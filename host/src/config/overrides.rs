@@ -50,10 +50,7 @@ pub fn host_config(file: Option<&Path>, o: Overrides) -> anyhow::Result<HostConf
         config.api.token = Some(t);
     }
     if let Some(b) = o.kafka_bootstrap_servers {
-        let k = config.kafka.get_or_insert_with(|| KafkaConfig {
-            group_prefix: "sluice.".into(),
-            properties: Default::default(),
-        });
+        let k = config.kafka.get_or_insert_with(KafkaConfig::default);
         k.properties.insert("bootstrap.servers".into(), b);
     }
     if let Some(t) = o.shutdown_timeout {

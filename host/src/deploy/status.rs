@@ -10,7 +10,7 @@ use super::lifecycle::{self, Lifecycle, LifecycleError};
 use super::modules::{LoadedModule, Slot};
 use crate::pipeline::{MetricsSnapshot, ModuleStatus};
 use crate::runtime::CacheStats;
-use crate::source::{Health, Progress};
+use crate::source::{Health, Holder, Progress};
 use crate::state::StateSize;
 
 /// A module as `sluice modules` shows it.
@@ -46,6 +46,18 @@ pub struct PartitionInfo {
     pub cursor: u64,
     pub end: u64,
     pub lag: u64,
+    /// Who reads it: this host (`here`), another member of the group, nobody
+    /// (`unassigned`), or not this host when the broker does not say more.
+    /// (Older hosts list only the partitions they hold.)
+    #[serde(default = "here")]
+    pub holder: Holder,
+    /// The end offset is old news (the broker has not answered lately).
+    #[serde(default)]
+    pub stale: bool,
+}
+
+fn here() -> Holder {
+    Holder::Here
 }
 
 impl From<Progress> for PartitionInfo {
@@ -56,8 +68,21 @@ impl From<Progress> for PartitionInfo {
             partition: p.partition,
             cursor: p.cursor,
             end: p.end,
+            holder: p.holder,
+            stale: p.stale,
         }
     }
+}
+
+/// Lag over every partition of the running modules.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LagSummary {
+    /// Events not yet processed.
+    pub lag: u64,
+    /// Partitions with records that nobody in their group holds.
+    pub unassigned: u64,
+    /// Partitions whose end offset is old news.
+    pub stale: u64,
 }
 
 /// One revision in a module's history.
@@ -157,9 +182,14 @@ pub struct HostStatus {
     pub outbox_pending: u64,
     /// Outputs the previous run left in the outbox (0 after a clean stop).
     pub outbox_at_start: u64,
-    /// Events not yet processed by running modules.
+    /// Events not yet processed by running modules, over every partition
+    /// they read (on Kafka: held by this host or not).
     pub lag: u64,
-    /// Ready, nothing pending, no lag.
+    /// Partitions with records that nobody reads.
+    pub unassigned_partitions: u64,
+    /// Partitions whose end offset is old news.
+    pub stale_partitions: u64,
+    /// Ready, nothing pending, no lag, no partition unassigned or stale.
     pub idle: bool,
     pub wasm_memory: WasmMemory,
     #[serde(flatten)]
@@ -273,17 +303,21 @@ impl Lifecycle {
         })
     }
 
-    /// Total lag of every loaded module but the paused ones (they wait on
-    /// purpose).
-    pub fn lag(&self) -> u64 {
+    /// Lag of every loaded module but the paused ones (they wait on
+    /// purpose), over every partition they read, held here or not.
+    pub fn lag(&self) -> LagSummary {
         self.modules.with(|slots| {
             slots
                 .values()
                 .filter(|s| !s.is_paused())
                 .filter_map(Slot::module)
                 .flat_map(|m| self.progress(m))
-                .map(|p| p.lag)
-                .sum()
+                .fold(LagSummary::default(), |mut sum, p| {
+                    sum.lag += p.lag;
+                    sum.unassigned += u64::from(p.holder == Holder::Unassigned && p.end > 0);
+                    sum.stale += u64::from(p.stale);
+                    sum
+                })
         })
     }
 

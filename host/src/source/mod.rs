@@ -140,8 +140,27 @@ pub struct TopicInfo {
 pub struct Progress {
     pub topic: String,
     pub partition: u32,
+    /// This host's cursor where it holds the partition, else the group's
+    /// committed offset (0 without one).
     pub cursor: u64,
     pub end: u64,
+    pub holder: Holder,
+    /// `end` is old news: the broker has not answered for a while.
+    pub stale: bool,
+}
+
+/// Who reads a partition, as far as this host can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Holder {
+    /// This host.
+    Here,
+    /// Another member of the module's consumer group.
+    OtherMember,
+    /// Nobody: the partition waits for a rebalance.
+    Unassigned,
+    /// Not this host; the broker does not say whether anyone else does.
+    NotHere,
 }
 
 /// A partition a module's input has just been given (at start, or by a

@@ -11,12 +11,12 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::ends::EndsWatcher;
+use super::ends::{EndsWatcher, STALE_AFTER};
 use super::group::{GroupContext, GroupEvent, committed_offsets, group_offset};
 use super::placement::Placing;
 use super::{Kafka, Positions, REQUEST_TIMEOUT, SetIfUnset, record_of};
 use crate::config::StartPosition;
-use crate::source::{Input, Placement, Record, TopicError};
+use crate::source::{Holder, Input, Placement, Progress, Record, TopicError};
 
 /// Times a partition is read again from the same cursor before a gap in the
 /// broker's offsets is believed.
@@ -101,6 +101,12 @@ impl KafkaInput {
             // Partitions added to a topic are noticed within seconds, not
             // librdkafka's default five minutes.
             .set_if_unset("topic.metadata.refresh.interval.ms", "10000");
+        cfg.set("client.id", kafka.member_name(module));
+        if kafka.static_membership() {
+            cfg.set("group.instance.id", kafka.member_name(module));
+        } else {
+            kafka.evict_previous(module);
+        }
         let ms = |k: &str, default: u64| {
             Duration::from_millis(cfg.get(k).and_then(|v| v.parse().ok()).unwrap_or(default))
         };
@@ -371,15 +377,35 @@ impl KafkaInput {
             return;
         }
         self.last_positions = Some(Instant::now());
-        let ends = self.ends.snapshot();
         let mut pos = self.positions.lock().unwrap();
         pos.clear();
-        for (key, end) in ends {
-            if self.assigned.contains(&key) {
-                let c = self.cursors.get(&key).copied().unwrap_or(0);
-                pos.insert(key, (c, end.max(c)));
+        self.ends.with(|view| {
+            for (key, seen) in &view.partitions {
+                let (cursor, holder) = if self.assigned.contains(key) {
+                    let c = self.cursors.get(key).copied().unwrap_or(0);
+                    (c, Holder::Here)
+                } else {
+                    let holder = match &view.held {
+                        Some(held) if held.contains(key) => Holder::OtherMember,
+                        Some(_) => Holder::Unassigned,
+                        None => Holder::NotHere,
+                    };
+                    (seen.committed.unwrap_or(0), holder)
+                };
+                pos.insert(
+                    key.clone(),
+                    Progress {
+                        topic: key.0.clone(),
+                        partition: key.1,
+                        cursor,
+                        // The broker's watermark can trail what it served.
+                        end: seen.end.max(cursor),
+                        holder,
+                        stale: seen.at.elapsed() > STALE_AFTER,
+                    },
+                );
             }
-        }
+        });
     }
 
     /// Commit pending offsets to Kafka (at most every 200 ms unless `now`).
@@ -523,9 +549,29 @@ impl Input for KafkaInput {
     }
 }
 
+impl KafkaInput {
+    /// Leave the group now, so other hosts take the partitions over at once.
+    /// (Closing alone does not: a static member keeps its partitions for a
+    /// session timeout, waiting for itself to come back.) What was done is
+    /// committed first, in the revocation.
+    fn leave(&mut self) {
+        self.consumer.unsubscribe();
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        while Instant::now() < deadline {
+            // Serves the revocation; records still arriving are not ours
+            // any more and are dropped unprocessed.
+            let _ = self.consumer.poll(Duration::from_millis(50));
+            if self.consumer.assignment().map_or(true, |a| a.count() == 0) {
+                break;
+            }
+        }
+    }
+}
+
 impl Drop for KafkaInput {
     fn drop(&mut self) {
         self.flush_commits(true);
+        self.leave();
         let mut registry = self.registry.lock().unwrap();
         if registry
             .get(&self.module)

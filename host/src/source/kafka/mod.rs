@@ -23,11 +23,13 @@
 //! | `group.rs` | its rebalance context: where a partition given to it resumes |
 //! | `placement.rs` | placing a partition at an offset on a broker that answers from a later batch |
 //! | `reader.rs` | the HTTP API's reads |
-//! | `ends.rs` | the end-offset watcher of a module's partitions |
+//! | `ends.rs` | the watcher of a module's partitions: ends, group offsets, assignment |
+//! | `evict.rs` | a restarted host removes its previous run from the group |
 
 mod admin;
 mod consumer;
 mod ends;
+mod evict;
 mod group;
 mod placement;
 mod reader;
@@ -57,7 +59,8 @@ use crate::state::Store;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Each held partition's `(cursor, end)`, as a module's consumer last saw it.
-type Positions = Arc<Mutex<BTreeMap<(String, u32), (u64, u64)>>>;
+/// What one module's status shows of each partition of its topics.
+type Positions = Arc<Mutex<BTreeMap<(String, u32), Progress>>>;
 
 /// A connection to a Kafka cluster: the source of every module, the topics
 /// the API reads and writes.
@@ -77,6 +80,27 @@ pub struct Kafka {
     /// The topics this host uses (its config's, its modules', its own): the
     /// only ones the API reads or lists, whatever else the credentials see.
     managed: std::sync::RwLock<std::collections::HashSet<String>>,
+    /// This data directory's name in consumer groups (static membership).
+    host_id: String,
+}
+
+/// Where the data directory keeps its name in consumer groups.
+const HOST_ID_KEY: &str = "kafka.host-id";
+
+/// The data directory's stable name, made on first use: a host restarted on
+/// the same data directory is the same static group member.
+fn host_id(store: &Store) -> Result<String, String> {
+    if let Some(id) = store
+        .meta_get(HOST_ID_KEY)
+        .map_err(|e| format!("reading the host id: {e}"))?
+    {
+        return String::from_utf8(id).map_err(|_| "the stored host id is not UTF-8".to_string());
+    }
+    let id = format!("{:016x}", rand::random::<u64>());
+    store
+        .meta_put(HOST_ID_KEY, id.as_bytes())
+        .map_err(|e| format!("storing the host id: {e}"))?;
+    Ok(id)
 }
 
 /// Whether the broker answers, as the consumers and producers last saw it.
@@ -134,6 +158,7 @@ impl Kafka {
     ) -> Result<Arc<Kafka>, String> {
         let health = Arc::new(BrokerHealth::default());
         let k = Kafka {
+            host_id: host_id(&store)?,
             client: client_config(&config)
                 .create()
                 .map_err(|e| format!("cannot create a Kafka client: {e}"))?,
@@ -171,6 +196,42 @@ impl Kafka {
     /// The consumer group of `module`.
     pub fn group(&self, module: &str) -> String {
         format!("{}{module}", self.config.group_prefix)
+    }
+
+    /// This host's name in `module`'s group: the consumer's `client.id`,
+    /// and its `group.instance.id` with static membership.
+    pub fn member_name(&self, module: &str) -> String {
+        format!("sluice-{}-{module}", self.host_id)
+    }
+
+    /// Whether the consumers join as static members.
+    pub fn static_membership(&self) -> bool {
+        self.config.static_membership && !self.config.properties.contains_key("group.instance.id")
+    }
+
+    /// Make this host's previous incarnation leave `module`'s group (see
+    /// [`evict`]); a no-op with static membership or on a listener that
+    /// needs TLS or SASL.
+    pub fn evict_previous(&self, module: &str) {
+        let plaintext = self
+            .config
+            .properties
+            .get("security.protocol")
+            .is_none_or(|p| p.eq_ignore_ascii_case("plaintext"));
+        if self.static_membership() || !plaintext {
+            return;
+        }
+        let bootstrap = &self.config.properties["bootstrap.servers"];
+        let group = self.group(module);
+        match evict::evict_previous(&self.client, bootstrap, &group, &self.member_name(module)) {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(module, group = %group, members = n, "removed this host's previous run from the group: its partitions move at once")
+            }
+            Err(e) => {
+                tracing::warn!(module, group = %group, error = %e, "cannot remove this host's previous run from the group; its partitions move when its session times out")
+            }
+        }
     }
 }
 
@@ -274,19 +335,15 @@ impl Source for Kafka {
     }
 
     fn progress(&self, module: &str, topics: &[String]) -> Vec<Progress> {
-        // The partitions this host holds now, as the module's thread saw them.
-        let Some(held) = self.positions.lock().unwrap().get(module).cloned() else {
+        // Every partition of the module's topics, as its thread last saw
+        // them: its own cursor where it holds one, the group's elsewhere.
+        let Some(seen) = self.positions.lock().unwrap().get(module).cloned() else {
             return Vec::new();
         };
-        let held = held.lock().unwrap();
-        held.iter()
-            .filter(|((t, _), _)| topics.contains(t))
-            .map(|((topic, partition), (cursor, end))| Progress {
-                topic: topic.clone(),
-                partition: *partition,
-                cursor: *cursor,
-                end: *end,
-            })
+        let seen = seen.lock().unwrap();
+        seen.values()
+            .filter(|p| topics.contains(&p.topic))
+            .cloned()
             .collect()
     }
 

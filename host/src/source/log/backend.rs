@@ -14,7 +14,7 @@ use sluice_wire::OwnedEvent;
 use super::EventLog;
 use crate::config::StartPosition;
 use crate::source::{
-    Health, Input, Page, Placement, Produced, Progress, Record, Source, TopicError, Topics,
+    Health, Holder, Input, Page, Placement, Produced, Progress, Record, Source, TopicError, Topics,
     start_offset,
 };
 
@@ -103,6 +103,8 @@ impl Source for EventLog {
                     partition,
                     cursor,
                     end,
+                    holder: Holder::Here,
+                    stale: false,
                 });
             }
         }
