@@ -1,6 +1,7 @@
 //! `sluice dlq`: dead letters are listed and shown; after the module is
 //! upgraded with a fix they are replayed through it and applied exactly once;
-//! a second replay applies nothing; purge empties the dead-letter topic.
+//! a second replay applies nothing; purge empties the dead-letter topic. On
+//! the embedded log and on Kafka.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -24,7 +25,18 @@ fn counts(host: &HostProc) -> BTreeMap<String, u64> {
 
 #[test]
 fn dead_letters_replayed_after_an_upgrade_apply_once() {
-    let mut host = HostProc::start("", |m| stage(m, &["flaky"]));
+    dead_letter_scenario("");
+}
+
+#[test]
+fn kafka_dead_letters_replayed_after_an_upgrade_apply_once() {
+    let broker = sluice_tests::kafka::Broker::start(sluice_tests::kafka::Storage::Memory);
+    dead_letter_scenario(&broker.host_config());
+}
+
+/// List, show, replay twice and purge, on the backend `config` names.
+fn dead_letter_scenario(config: &str) {
+    let mut host = HostProc::start(config, |m| stage(m, &["flaky"]));
     // Every fifth event is one version 0.1.0 rejects.
     let events: Vec<Value> = (0..100)
         .map(|i| event(i, if i % 5 == 2 { "reject" } else { "ok" }))

@@ -377,7 +377,18 @@ fn a_module_copied_in_slowly_is_deployed_once_and_complete() {
 
 #[test]
 fn rewind_skips_applied_events_or_rebuilds_state_from_history() {
-    let host = HostProc::start(ORDERS_TOPIC, |m| stage(m, &["aggregator"]));
+    rewind_scenario(ORDERS_TOPIC);
+}
+
+#[test]
+fn kafka_rewind_skips_applied_events_or_rebuilds_state_from_history() {
+    let broker = sluice_tests::kafka::Broker::start(sluice_tests::kafka::Storage::Memory);
+    rewind_scenario(&format!("{ORDERS_TOPIC}{}", broker.host_config()));
+}
+
+/// Rewind without and with `--reset-state`, on the backend `config` names.
+fn rewind_scenario(config: &str) {
+    let host = HostProc::start(config, |m| stage(m, &["aggregator"]));
     let (first, _) = orders(1500, 20, 21, "rw1-");
     let (second, _) = orders(1500, 20, 22, "rw2-");
     produce(&host.addr, "orders", &Value::Array(first.clone())).unwrap();

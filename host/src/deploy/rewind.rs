@@ -79,6 +79,7 @@ impl Lifecycle {
             .collect();
         self.cx.source.rewind(name, &to).map_err(|e| match e {
             TopicError::Unsupported(m) => LifecycleError::Invalid(m),
+            TopicError::Conflict(m) => LifecycleError::Conflict(m),
             e => internal(e),
         })?;
         // One write: state dropped and cursors moved together, or neither.

@@ -13,9 +13,9 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Reb
 use rdkafka::error::KafkaError;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use super::{BrokerHealth, REQUEST_TIMEOUT};
+use super::{BrokerHealth, Kafka, REQUEST_TIMEOUT};
 use crate::config::StartPosition;
-use crate::source::{Placement, start_offset};
+use crate::source::{Placement, TopicError, start_offset};
 use crate::state::Store;
 
 /// A rebalance seen in `poll`.
@@ -231,4 +231,58 @@ fn offset_for_time<C: ConsumerContext>(
         Offset::Offset(o) if o >= 0 => Some(o as u64),
         _ => None,
     }
+}
+
+/// Commit `to` as `module`'s group offsets (a rewind: this host's consumer of
+/// the module has stopped and left). Like Kafka's own offset reset tool this
+/// needs a group without members: a live member elsewhere would go on from
+/// where it is and commit over the new offsets. Refused, naming the members,
+/// while another host still reads the module.
+pub(super) fn move_offsets(
+    kafka: &Kafka,
+    module: &str,
+    to: &[Placement],
+) -> Result<(), TopicError> {
+    let group = kafka.group(module);
+    let mut cfg = kafka.client_config();
+    cfg.set("group.id", &group)
+        .set("enable.auto.commit", "false");
+    let client: BaseConsumer = cfg
+        .create()
+        .map_err(|e| TopicError::Unavailable(format!("cannot create a Kafka client: {e}")))?;
+    // Our own member has just left; give the broker a moment to say so.
+    let mut members = Vec::new();
+    for attempt in 0..10 {
+        if attempt > 0 {
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        let groups = client
+            .fetch_group_list(Some(&group), REQUEST_TIMEOUT)
+            .map_err(|e| TopicError::Unavailable(format!("describing group {group}: {e}")))?;
+        members = groups
+            .groups()
+            .iter()
+            .filter(|g| g.name() == group)
+            .flat_map(|g| g.members())
+            .map(|m| m.id().to_string())
+            .collect();
+        if members.is_empty() {
+            break;
+        }
+    }
+    if !members.is_empty() {
+        return Err(TopicError::Conflict(format!(
+            "consumer group {group} still has {} member(s) ({}): the module runs on another host; pause it there (sluice pause {module}) and rewind again, then resume it everywhere",
+            members.len(),
+            members.join(", ")
+        )));
+    }
+    let mut tpl = TopicPartitionList::new();
+    for p in to {
+        tpl.add_partition_offset(&p.topic, p.partition as i32, Offset::Offset(p.at as i64))
+            .map_err(|e| TopicError::Unavailable(e.to_string()))?;
+    }
+    client
+        .commit(&tpl, CommitMode::Sync)
+        .map_err(|e| TopicError::Unavailable(format!("moving group {group}'s offsets: {e}")))
 }

@@ -80,8 +80,11 @@ pub struct Kafka {
     /// The topics this host uses (its config's, its modules', its own): the
     /// only ones the API reads or lists, whatever else the credentials see.
     managed: std::sync::RwLock<std::collections::HashSet<String>>,
-    /// This data directory's name in consumer groups (static membership).
+    /// This data directory's name in consumer groups.
     host_id: String,
+    /// The end of each partition after what this host produced to it: what
+    /// status counts at once, before the watchers see it.
+    produced: Mutex<HashMap<(String, u32), u64>>,
 }
 
 /// Where the data directory keeps its name in consumer groups.
@@ -159,6 +162,7 @@ impl Kafka {
         let health = Arc::new(BrokerHealth::default());
         let k = Kafka {
             host_id: host_id(&store)?,
+            produced: Mutex::default(),
             client: client_config(&config)
                 .create()
                 .map_err(|e| format!("cannot create a Kafka client: {e}"))?,
@@ -191,6 +195,15 @@ impl Kafka {
     /// What the host's Kafka clients last saw of the broker.
     pub fn health(&self) -> Arc<BrokerHealth> {
         self.health.clone()
+    }
+
+    /// Remember where what this host just produced ended.
+    fn note_produced(&self, topic: &str, placed: &[(u32, u64)]) {
+        let mut produced = self.produced.lock().unwrap();
+        for (partition, offset) in placed {
+            let end = produced.entry((topic.to_string(), *partition)).or_default();
+            *end = (*end).max(offset + 1);
+        }
     }
 
     /// The consumer group of `module`.
@@ -341,16 +354,23 @@ impl Source for Kafka {
             return Vec::new();
         };
         let seen = seen.lock().unwrap();
+        let produced = self.produced.lock().unwrap();
         seen.values()
             .filter(|p| topics.contains(&p.topic))
-            .cloned()
+            .map(|p| Progress {
+                end: p.end.max(
+                    produced
+                        .get(&(p.topic.clone(), p.partition))
+                        .copied()
+                        .unwrap_or(0),
+                ),
+                ..p.clone()
+            })
             .collect()
     }
 
-    fn rewind(&self, _module: &str, _to: &[Placement]) -> Result<(), TopicError> {
-        Err(TopicError::Unsupported(
-            "rewind works on the embedded log only for now (on Kafka the consumer group's offsets would also have to move)".into(),
-        ))
+    fn rewind(&self, module: &str, to: &[Placement]) -> Result<(), TopicError> {
+        group::move_offsets(self, module, to)
     }
 
     fn enforce_retention(&self) -> Result<u64, TopicError> {
@@ -387,11 +407,8 @@ impl Topics for Kafka {
     }
 
     fn bounds(&self, topic: &str, partition: u32) -> Result<(u64, u64), TopicError> {
-        let (lo, hi) = self
-            .client
-            .fetch_watermarks(topic, partition as i32, REQUEST_TIMEOUT)
-            .map_err(|e| TopicError::Unavailable(format!("Kafka `{topic}`/{partition}: {e}")))?;
-        Ok((lo.max(0) as u64, hi.max(0) as u64))
+        self.partition_bounds(topic, partition)
+            .map_err(TopicError::Unavailable)
     }
 
     fn offset_for_time(&self, topic: &str, partition: u32, ms: i64) -> Result<u64, TopicError> {
@@ -425,6 +442,9 @@ impl Topics for Kafka {
         if !self.managed.read().unwrap().contains(topic) {
             return Err(TopicError::Unknown(topic.into()));
         }
+        // Nothing purged through Sluice is read again, whatever the broker
+        // still keeps.
+        let from = from.max(self.purged_below(topic, partition));
         self.readers
             .read(self, topic, partition, from, limit, wait)
             .map_err(TopicError::Unavailable)
@@ -447,6 +467,7 @@ impl Topics for Kafka {
             .producer
             .publish(&events, Partitioning::ByIdentity)
             .map_err(TopicError::Unavailable)?;
+        self.note_produced(topic, &placed);
         Ok(events
             .into_iter()
             .zip(placed)
@@ -462,15 +483,15 @@ impl Topics for Kafka {
         for e in &mut events {
             e.topic = topic.to_string();
         }
-        self.producer
+        let placed = self
+            .producer
             .publish(&events, Partitioning::AsGiven)
-            .map(|_| ())
-            .map_err(TopicError::Unavailable)
+            .map_err(TopicError::Unavailable)?;
+        self.note_produced(topic, &placed);
+        Ok(())
     }
 
     fn purge(&self, topic: &str) -> Result<u64, TopicError> {
-        Err(TopicError::Unsupported(format!(
-            "cannot purge `{topic}`: Kafka deletes records only below an offset, and Sluice does not do that yet"
-        )))
+        self.purge_topic(topic).map_err(TopicError::Unavailable)
     }
 }
