@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building Sluice needs on a fresh machine: the wasm32-wasip2
-# Rust target (guest modules) and libclang (bindgen, for the rocksdb crate).
+# Rust target (guest modules), libclang (bindgen, for the rocksdb crate) and
+# OpenSSL's headers (librdkafka's TLS and SASL).
 # Nothing else: the quickstart runs this first and needs no more. What only
 # the tests need (the Kafka broker, the JavaScript and Python toolchains) is
 # installed by scripts/test.sh.
@@ -20,13 +21,20 @@ have_libclang() {
   fi
   compgen -G "/usr/lib/llvm-*/lib/libclang.so" >/dev/null
 }
-if ! have_libclang; then
+# librdkafka's TLS and SASL/SCRAM use the system OpenSSL (found by pkg-config).
+have_openssl() {
+  command -v pkg-config >/dev/null && pkg-config --exists openssl
+}
+missing=()
+have_libclang || missing+=(libclang-dev)
+have_openssl || missing+=(libssl-dev pkg-config)
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "bootstrap: installing libclang-dev" >&2
+    echo "bootstrap: installing ${missing[*]}" >&2
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libclang-dev >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "bootstrap: libclang is missing; install it (Debian/Ubuntu: sudo apt-get install libclang-dev)" >&2
+    echo "bootstrap: missing ${missing[*]}; install them (Debian/Ubuntu: sudo apt-get install ${missing[*]})" >&2
     exit 1
   fi
 fi

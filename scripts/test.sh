@@ -7,6 +7,18 @@ scripts/bootstrap.sh
 # The Kafka tests run against a real broker: tansu, built with cargo once
 # (~8 minutes on 2 cores) and then found in ~/.cargo/bin.
 scripts/kafka-broker.sh install
+# tansu 0.6's command line cannot enable its TLS listener (--cert and --key
+# conflict), so the TLS test puts socat's OpenSSL listener in front of it.
+if ! command -v socat >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "test: installing socat" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq socat >/dev/null
+  else
+    echo "test: socat is missing (Debian/Ubuntu: sudo apt-get install socat)" >&2
+    exit 1
+  fi
+fi
 # The tests build JavaScript and Python modules with pinned toolchains from
 # the npm registry and PyPI, installed once into ~/.cache/sluice-tools (keyed
 # by the lock files in guest-sdk/js and guest-sdk/python).

@@ -11,6 +11,7 @@ mod failures;
 mod kafka;
 mod kafka_exactly_once;
 mod kafka_restart;
+mod kafka_tls;
 mod languages;
 mod lifecycle;
 mod quickstart;

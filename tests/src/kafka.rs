@@ -46,6 +46,11 @@ pub struct Broker {
     child: Option<Child>,
     pub port: u16,
     storage: Storage,
+    /// More `tansu broker` arguments (authentication).
+    extra: Vec<String>,
+    /// The address the broker tells clients to connect to (a TLS proxy in
+    /// front of it), if not its own.
+    pub advertised: Option<u16>,
     dir: tempfile::TempDir,
     client: Client,
 }
@@ -66,11 +71,20 @@ pub struct Client {
 impl Broker {
     /// Start a broker and wait until it accepts connections.
     pub fn start(storage: Storage) -> Broker {
+        Broker::start_with(storage, &[])
+    }
+
+    /// The same with more `tansu broker` arguments (`--authentication`). Its
+    /// [`Client`] speaks plaintext: with authentication on, go through a
+    /// host instead.
+    pub fn start_with(storage: Storage, extra: &[&str]) -> Broker {
         let port = free_port();
         let mut b = Broker {
             child: None,
             port,
             storage,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            advertised: None,
             dir: tempfile::tempdir().unwrap(),
             client: Client::new(&format!("127.0.0.1:{port}")),
         };
@@ -86,6 +100,7 @@ impl Broker {
             Storage::Sqlite => "sqlite://tansu.db".to_string(),
         };
         let listen = format!("tcp://127.0.0.1:{}", self.port);
+        let advertise = format!("tcp://127.0.0.1:{}", self.advertised.unwrap_or(self.port));
         let log = std::fs::File::create(self.dir.path().join("tansu.log")).unwrap();
         let child = Command::new(tansu_bin())
             .current_dir(self.dir.path())
@@ -94,8 +109,9 @@ impl Broker {
                 "--listener-url",
                 &listen,
                 "--advertised-listener-url",
-                &listen,
+                &advertise,
             ])
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -127,6 +143,14 @@ impl Broker {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Start it again on the same port and storage with other arguments
+    /// (and `advertised` port).
+    pub fn restart_with(&mut self, extra: &[&str], advertised: Option<u16>) {
+        self.extra = extra.iter().map(|s| s.to_string()).collect();
+        self.advertised = advertised;
+        self.restart();
     }
 
     /// Start it again on the same port and storage.

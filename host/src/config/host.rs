@@ -128,6 +128,9 @@ pub struct KafkaConfig {
     /// works on every broker (tansu 0.6 never fails a dead static member
     /// over to the other hosts).
     pub static_membership: bool,
+    /// Replication factor of the topics Sluice creates (`-1`: the broker's
+    /// default; managed clusters usually require 3). 1 by default.
+    pub replication_factor: i32,
     /// librdkafka properties (`bootstrap.servers`, `security.protocol`, ...).
     pub properties: std::collections::BTreeMap<String, String>,
 }
@@ -138,6 +141,7 @@ impl Default for KafkaConfig {
         KafkaConfig {
             group_prefix: "sluice.".into(),
             static_membership: false,
+            replication_factor: 1,
             properties: Default::default(),
         }
     }
@@ -163,6 +167,17 @@ impl<'de> Deserialize<'de> for KafkaConfig {
             };
             match k.as_str() {
                 "group-prefix" => cfg.group_prefix = text,
+                "topic-replication-factor" => {
+                    cfg.replication_factor = text
+                        .parse()
+                        .ok()
+                        .filter(|n: &i32| *n == -1 || *n >= 1)
+                        .ok_or_else(|| {
+                            D::Error::custom(format!(
+                                "[kafka] topic-replication-factor: expected -1 (the broker's default) or a count of 1 or more, found `{text}`"
+                            ))
+                        })?
+                }
                 "static-membership" => {
                     cfg.static_membership = text.parse().map_err(|_| {
                         D::Error::custom(format!(
@@ -175,7 +190,7 @@ impl<'de> Deserialize<'de> for KafkaConfig {
                 }
                 _ => {
                     return Err(D::Error::custom(format!(
-                        "[kafka] unknown key `{k}`: Sluice's keys are `group-prefix` and `static-membership`; librdkafka properties contain a `.` (e.g. `bootstrap.servers`)"
+                        "[kafka] unknown key `{k}`: Sluice's keys are `group-prefix`, `static-membership` and `topic-replication-factor`; librdkafka properties contain a `.` (e.g. `bootstrap.servers`)"
                     )));
                 }
             }
@@ -418,6 +433,13 @@ mod tests {
         assert!(e.contains("bootstrap.servers"), "{e}");
 
         assert!(!k.static_membership, "off by default");
+        assert_eq!(k.replication_factor, 1);
+        let rf = parse("[kafka]\n\"bootstrap.servers\" = \"x\"\ntopic-replication-factor = 3\n")
+            .unwrap();
+        assert_eq!(rf.kafka.unwrap().replication_factor, 3);
+        let e = parse("[kafka]\n\"bootstrap.servers\" = \"x\"\ntopic-replication-factor = 0\n")
+            .unwrap_err();
+        assert!(e.contains("topic-replication-factor"), "{e}");
         let on =
             parse("[kafka]\n\"bootstrap.servers\" = \"x\"\nstatic-membership = true\n").unwrap();
         assert!(on.kafka.unwrap().static_membership);

@@ -41,7 +41,13 @@ impl Kafka {
         if !missing.is_empty() {
             let new: Vec<NewTopic<'_>> = missing
                 .iter()
-                .map(|(t, n)| NewTopic::new(t, *n as i32, TopicReplication::Fixed(1)))
+                .map(|(t, n)| {
+                    NewTopic::new(
+                        t,
+                        *n as i32,
+                        TopicReplication::Fixed(self.config.replication_factor),
+                    )
+                })
                 .collect();
             let opts = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
             let results = block_on(admin.create_topics(&new, &opts))
