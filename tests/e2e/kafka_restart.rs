@@ -101,17 +101,22 @@ fn kafka_a_killed_host_started_again_at_once_resumes_within_seconds() {
     }
 }
 
+/// A `[kafka]` table for `broker` with the session timeout `session`.
+fn with_session(broker: &Broker, session: Duration) -> String {
+    format!(
+        "[kafka]\n\"bootstrap.servers\" = \"{}\"\n\"session.timeout.ms\" = \"{}\"\n",
+        broker.bootstrap(),
+        session.as_millis()
+    )
+}
+
 #[test]
 fn kafka_a_host_stopped_on_purpose_hands_its_partitions_over_at_once() {
     let broker = Broker::start(Storage::Memory);
     broker.create_topic("orders", 3);
     // A long session timeout, so that waiting it out cannot pass for leaving.
     let session = Duration::from_secs(30);
-    let config = format!(
-        "[kafka]\n\"bootstrap.servers\" = \"{}\"\n\"session.timeout.ms\" = \"{}\"\n",
-        broker.bootstrap(),
-        session.as_millis()
-    );
+    let config = with_session(&broker, session);
     let (events, _) = orders(3_000, 50, 19, "leave-");
     broker.produce("orders", &events);
     let mut a = HostProc::start(&config, |m| stage(m, &["router"]));
@@ -150,13 +155,9 @@ fn kafka_lag_counts_the_partitions_a_dead_host_still_holds() {
     let broker = Broker::start(Storage::Memory);
     broker.create_topic("orders", 3);
     // Long enough for the checks below to run while host A's partitions
-    // still belong to its dead static member.
+    // still belong to its dead member.
     let session = Duration::from_secs(20);
-    let config = format!(
-        "[kafka]\n\"bootstrap.servers\" = \"{}\"\n\"session.timeout.ms\" = \"{}\"\n",
-        broker.bootstrap(),
-        session.as_millis()
-    );
+    let config = with_session(&broker, session);
     let mut a = HostProc::start(&config, |m| stage(m, &["aggregator"]));
     let b = HostProc::start(&config, |m| stage(m, &["aggregator"]));
     let mine = wait_for(
