@@ -33,6 +33,20 @@ fn certificate(dir: &Path) -> (PathBuf, PathBuf) {
     (cert, key)
 }
 
+/// Whether a client with the librdkafka `properties` gets the broker's
+/// metadata: the security settings under test are what makes it answer.
+fn answers(properties: &[(&str, &str)]) -> bool {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let mut c = rdkafka::ClientConfig::new();
+    for (k, v) in properties {
+        c.set(*k, *v);
+    }
+    let client: BaseConsumer = c.create().unwrap();
+    client
+        .fetch_metadata(None, Duration::from_secs(3))
+        .is_ok_and(|md| !md.brokers().is_empty())
+}
+
 /// The aggregator through a host whose `[kafka]` table is `kafka`: every
 /// order in, its totals exact, every update published.
 fn aggregate_through(kafka: &str) {
@@ -83,6 +97,11 @@ fn kafka_over_tls_with_the_clusters_certificate() {
     wait_for(Duration::from_secs(10), "the TLS listener", || {
         std::net::TcpStream::connect(("127.0.0.1", tls_port)).ok()
     });
+    let bootstrap = format!("127.0.0.1:{tls_port}");
+    assert!(
+        !answers(&[("bootstrap.servers", &bootstrap)]),
+        "the listener answers plaintext: the test would prove nothing"
+    );
     aggregate_through(&format!(
         "[kafka]\n\"bootstrap.servers\" = \"127.0.0.1:{tls_port}\"\n\"security.protocol\" = \"ssl\"\n\"ssl.ca.location\" = \"{}\"\n",
         cert.display()
@@ -106,6 +125,20 @@ fn kafka_with_scram_authentication() {
         String::from_utf8_lossy(&created.stderr)
     );
     broker.restart_with(&["--authentication"], None);
+    let bootstrap = format!("127.0.0.1:{}", broker.port);
+    let scram = |password| {
+        answers(&[
+            ("bootstrap.servers", &bootstrap),
+            ("security.protocol", "sasl_plaintext"),
+            ("sasl.mechanisms", "SCRAM-SHA-512"),
+            ("sasl.username", "sluice"),
+            ("sasl.password", password),
+        ])
+    };
+    assert!(
+        !answers(&[("bootstrap.servers", &bootstrap)]) && !scram("wrong"),
+        "the broker answers without the right credentials: the test would prove nothing"
+    );
     aggregate_through(&format!(
         "[kafka]\n\"bootstrap.servers\" = \"127.0.0.1:{}\"\n\"security.protocol\" = \"sasl_plaintext\"\n\"sasl.mechanisms\" = \"SCRAM-SHA-512\"\n\"sasl.username\" = \"sluice\"\n\"sasl.password\" = \"s3cret\"\n",
         broker.port

@@ -65,9 +65,9 @@ impl EndsWatcher {
         let client: BaseConsumer = cfg
             .create()
             .map_err(|e| format!("cannot create a Kafka client for {module}: {e}"))?;
-        // Fetches at the end of every partition: the high watermark in the
-        // fetch responses is right where ListOffsets is not (tansu answers
-        // it with the start of the partition's last batch, plus one).
+        // Fetches the last record of every partition: its offset says where
+        // the partition ends where ListOffsets does not (tansu answers it
+        // with the start of the partition's last batch, plus one).
         let tail: BaseConsumer = kafka
             .client_config()
             // librdkafka wants a group to assign partitions; it never joins
@@ -213,7 +213,6 @@ fn fetched_ends(tail: &BaseConsumer, partitions: &TopicPartitionList, view: &Sha
             *e = (*e).max(next);
         }
     }
-    tracing::debug!(?past, "ends seen in fetches");
     let mut v = view.lock().unwrap();
     for (key, next) in past {
         if let Some(seen) = v.partitions.get_mut(&key) {

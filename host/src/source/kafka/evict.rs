@@ -15,9 +15,9 @@ use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 
-use super::REQUEST_TIMEOUT;
+use super::group::group_members;
 
 /// Kafka API keys and the versions used (both non-flexible, valid on every
 /// broker from 0.11 to 4.x).
@@ -35,17 +35,8 @@ pub(super) fn evict_previous(
     client_id: &str,
 ) -> Result<usize, String> {
     let prefix = format!("{client_id}-");
-    let groups = client
-        .fetch_group_list(Some(group), REQUEST_TIMEOUT)
-        .map_err(|e| format!("describing group {group}: {e}"))?;
-    let stale: Vec<String> = groups
-        .groups()
-        .iter()
-        .filter(|g| g.name() == group)
-        .flat_map(|g| g.members())
-        .map(|m| m.id().to_string())
-        .filter(|id| id.starts_with(&prefix))
-        .collect();
+    let mut stale = group_members(client, group)?;
+    stale.retain(|id| id.starts_with(&prefix));
     if stale.is_empty() {
         return Ok(0);
     }

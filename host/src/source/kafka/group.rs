@@ -256,16 +256,7 @@ pub(super) fn move_offsets(
         if attempt > 0 {
             std::thread::sleep(Duration::from_millis(300));
         }
-        let groups = client
-            .fetch_group_list(Some(&group), REQUEST_TIMEOUT)
-            .map_err(|e| TopicError::Unavailable(format!("describing group {group}: {e}")))?;
-        members = groups
-            .groups()
-            .iter()
-            .filter(|g| g.name() == group)
-            .flat_map(|g| g.members())
-            .map(|m| m.id().to_string())
-            .collect();
+        members = group_members(&client, &group).map_err(TopicError::Unavailable)?;
         if members.is_empty() {
             break;
         }
@@ -285,4 +276,21 @@ pub(super) fn move_offsets(
     client
         .commit(&tpl, CommitMode::Sync)
         .map_err(|e| TopicError::Unavailable(format!("moving group {group}'s offsets: {e}")))
+}
+
+/// The member ids of `group`, as the broker describes it.
+pub(super) fn group_members<C: ConsumerContext>(
+    client: &BaseConsumer<C>,
+    group: &str,
+) -> Result<Vec<String>, String> {
+    let groups = client
+        .fetch_group_list(Some(group), REQUEST_TIMEOUT)
+        .map_err(|e| format!("describing group {group}: {e}"))?;
+    Ok(groups
+        .groups()
+        .iter()
+        .filter(|g| g.name() == group)
+        .flat_map(|g| g.members())
+        .map(|m| m.id().to_string())
+        .collect())
 }

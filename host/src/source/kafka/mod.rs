@@ -58,7 +58,6 @@ use crate::state::Store;
 /// How long a metadata or admin request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Each held partition's `(cursor, end)`, as a module's consumer last saw it.
 /// What one module's status shows of each partition of its topics.
 type Positions = Arc<Mutex<BTreeMap<(String, u32), Progress>>>;
 
@@ -85,13 +84,15 @@ pub struct Kafka {
     /// The end of each partition after what this host produced to it: what
     /// status counts at once, before the watchers see it.
     produced: Mutex<HashMap<(String, u32), u64>>,
+    /// Modules whose groups this process has cleared of its previous run.
+    evicted: Mutex<std::collections::HashSet<String>>,
 }
 
 /// Where the data directory keeps its name in consumer groups.
 const HOST_ID_KEY: &str = "kafka.host-id";
 
 /// The data directory's stable name, made on first use: a host restarted on
-/// the same data directory is the same static group member.
+/// the same data directory has the same member name in its groups.
 fn host_id(store: &Store) -> Result<String, String> {
     if let Some(id) = store
         .meta_get(HOST_ID_KEY)
@@ -163,6 +164,7 @@ impl Kafka {
         let k = Kafka {
             host_id: host_id(&store)?,
             produced: Mutex::default(),
+            evicted: Mutex::default(),
             client: client_config(&config)
                 .create()
                 .map_err(|e| format!("cannot create a Kafka client: {e}"))?,
@@ -222,10 +224,14 @@ impl Kafka {
         self.config.static_membership && !self.config.properties.contains_key("group.instance.id")
     }
 
-    /// Make this host's previous incarnation leave `module`'s group (see
-    /// [`evict`]); a no-op with static membership or on a listener that
-    /// needs TLS or SASL.
+    /// Make this host's previous run leave `module`'s group (see
+    /// [`evict`]), once per process and module (a consumer this process
+    /// stopped has left already); a no-op with static membership or on a
+    /// listener that needs TLS or SASL.
     pub fn evict_previous(&self, module: &str) {
+        if !self.evicted.lock().unwrap().insert(module.to_string()) {
+            return;
+        }
         let plaintext = self
             .config
             .properties
