@@ -21,6 +21,7 @@ use crate::runtime::Runtime;
 use crate::sink::Output;
 use crate::source::{Source, Topics, now_ms};
 use crate::state::Store;
+use crate::telemetry::Telemetry;
 use crate::util::StoppableThread;
 
 /// The running host.
@@ -32,7 +33,9 @@ pub struct Service {
     topics: Arc<dyn Topics>,
     output: Arc<dyn Output>,
     lifecycle: Arc<Lifecycle>,
+    telemetry: Arc<Telemetry>,
     housekeeping: Mutex<Option<StoppableThread>>,
+    sampler: Mutex<Option<StoppableThread>>,
     watcher: Mutex<Option<StoppableThread>>,
     opened: Instant,
     /// Set when the modules of the registry and the modules directory are loaded.
@@ -101,12 +104,20 @@ impl Service {
         let runtime = Arc::new(runtime);
         let components = ComponentStore::open(&config.data_dir.join("components"))
             .context("cannot open the component store")?;
+        let telemetry = Arc::new(Telemetry::new(&config.telemetry)?);
         let cx = Context {
             store: store.clone(),
             runtime: runtime.clone(),
             source: source.clone(),
             output: output.clone(),
             batch_size: config.pipeline.batch_size,
+            telemetry: telemetry.clone(),
+            system: if config.kafka.is_some() {
+                "kafka"
+            } else {
+                "sluice"
+            },
+            group_prefix: config.kafka.as_ref().map(|k| k.group_prefix.clone()),
         };
         let lifecycle = Arc::new(Lifecycle::new(
             cx,
@@ -116,7 +127,7 @@ impl Service {
         ));
         let housekeeping =
             housekeeping(store.clone(), source.clone()).context("cannot start housekeeping")?;
-        Ok(Arc::new(Service {
+        let svc = Arc::new(Service {
             config,
             store,
             runtime,
@@ -124,13 +135,19 @@ impl Service {
             topics,
             output,
             lifecycle,
+            telemetry,
             housekeeping: Mutex::new(Some(housekeeping)),
+            sampler: Mutex::new(None),
             watcher: Mutex::new(None),
             opened,
             ready: AtomicBool::new(false),
             startup_ms: AtomicU64::new(0),
             outbox_at_start,
-        }))
+        });
+        let sampler = crate::telemetry::sampler::spawn(Arc::downgrade(&svc))
+            .context("cannot start the telemetry sampler")?;
+        *svc.sampler.lock().unwrap() = Some(sampler);
+        Ok(svc)
     }
 
     /// Start what the registry says runs, then deploy what is new in the
@@ -174,6 +191,36 @@ impl Service {
     /// The host's database.
     pub fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    /// Metrics, lag status, history, tracer.
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
+    }
+
+    /// What `sluice modules` shows, with what the sampler judged (lag
+    /// status, age of the oldest unprocessed event, dead-letter depth).
+    pub fn modules(&self) -> Vec<crate::ModuleInfo> {
+        let mut modules = self.lifecycle.modules();
+        for m in &mut modules {
+            self.annotate(m);
+        }
+        modules
+    }
+
+    /// Add what the sampler judged to `m`.
+    pub fn annotate(&self, m: &mut crate::ModuleInfo) {
+        let Some(seen) = self.telemetry.module(&m.name) else {
+            return;
+        };
+        m.lag_status = Some(seen.lag_status);
+        m.dead_letter_depth = seen.dead_letter_depth;
+        for p in &mut m.partitions {
+            if let Some((status, age)) = seen.partitions.get(&(p.topic.clone(), p.partition)) {
+                p.lag_status = Some(*status);
+                p.lag_seconds = *age;
+            }
+        }
     }
 
     /// The WebAssembly runtime.
@@ -231,11 +278,15 @@ impl Service {
         if let Some(mut w) = self.watcher.lock().unwrap().take() {
             w.stop();
         }
+        if let Some(mut s) = self.sampler.lock().unwrap().take() {
+            s.stop();
+        }
         self.lifecycle.stop_all();
         self.output.stop();
         if let Some(mut h) = self.housekeeping.lock().unwrap().take() {
             h.stop();
         }
+        self.telemetry.tracer().shutdown();
         let left = self.store.outbox_len().unwrap_or(0);
         if left > 0 {
             tracing::warn!(

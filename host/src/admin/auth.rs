@@ -74,14 +74,15 @@ pub(super) struct Guard {
 }
 
 /// Refuse mutating requests (and, if so configured, reads other than the
-/// health checks) without `Authorization: Bearer <token>`.
+/// health checks and the dashboard page, which asks for the token itself
+/// and sends it with its API reads) without `Authorization: Bearer <token>`.
 pub(super) async fn require_token(
     State(guard): State<Guard>,
     req: Request,
     next: Next,
 ) -> Response {
     let reads = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    let health = matches!(req.uri().path(), "/healthz" | "/readyz");
+    let health = matches!(req.uri().path(), "/healthz" | "/readyz" | "/");
     if reads && (!guard.reads || health) {
         return next.run(req).await;
     }

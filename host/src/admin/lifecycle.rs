@@ -92,7 +92,14 @@ pub(super) async fn deploy(State(svc): State<Arc<Service>>, bytes: Bytes) -> Res
 }
 
 pub(super) async fn detail(State(svc): State<Arc<Service>>, Path(name): Path<String>) -> Response {
-    blocking(move || svc.lifecycle().module(&name)).await
+    blocking(move || {
+        let mut detail = svc.lifecycle().module(&name)?;
+        if let crate::deploy::status::DetailInfo::Deployed(info) = &mut detail.info {
+            svc.annotate(info);
+        }
+        Ok(detail)
+    })
+    .await
 }
 
 #[derive(Deserialize)]

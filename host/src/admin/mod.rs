@@ -7,7 +7,7 @@
 //! | `POST /v1/topics/{topic}/events` | append: a CloudEvents JSON object or array, or binary mode (`ce-*` headers, body = data) |
 //! | `GET /v1/topics` | topics with partitions and offsets |
 //! | `GET /v1/topics/{topic}/partitions/{p}/events?from=&limit=&wait_ms=` | read (long-poll with `wait_ms`) |
-//! | `GET /v1/modules` | modules: version, revision, status (running / paused / quarantined), cursor and lag per partition, state size, counters, last error |
+//! | `GET /v1/modules` | modules: version, revision, status (running / paused / quarantined), cursor, lag, lag status and age of the oldest unprocessed event per partition, state size, counters, dead-letter depth, recent failures |
 //! | `POST /v1/modules` | deploy or upgrade: `{"manifest": "<toml>", "component": "<base64>", "start": "..."}` |
 //! | `GET /v1/modules/{name}` | one module, with its revision history and what its sandbox grants |
 //! | `DELETE /v1/modules/{name}?purge=true` | undeploy (state kept unless `purge`) |
@@ -21,6 +21,9 @@
 //! | `POST /v1/modules/{name}/dlq/replay` | `{"ids": [...]}` or `{"all": true}`: replay through the module |
 //! | `POST /v1/modules/{name}/dlq/purge` | delete the dead letters present now |
 //! | `GET /v1/status` | outbox backlog, total lag, whether everything is processed (`idle`), wasm memory in use and the budget |
+//! | `GET /metrics` | Prometheus text (see `docs/operations.md`); 404 with `[telemetry] metrics = false` |
+//! | `GET /v1/history` | per module, one point a second for ten minutes: counters, lag, dead-letter depth |
+//! | `GET /` | the dashboard page (reads the API; needs no token itself) |
 //! | `GET /healthz` | process alive |
 //! | `GET /readyz` | 200 once modules are loaded and sources reachable, else 503 with the reason |
 //!
@@ -57,6 +60,9 @@ pub fn router(svc: Arc<Service>, token: Option<String>) -> Router {
     let max_body = usize::try_from(svc.config().api.max_upload).unwrap_or(usize::MAX);
     let reads_need_token = svc.config().api.reads_need_token();
     let mut r = Router::new()
+        .route("/", get(dashboard))
+        .route("/metrics", get(metrics))
+        .route("/v1/history", get(history))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(lifecycle::readyz))
         .route("/v1/topics", get(topics))
@@ -81,7 +87,7 @@ pub fn router(svc: Arc<Service>, token: Option<String>) -> Router {
         .route("/v1/modules/{name}/dlq/replay", post(dlq_replay))
         .route("/v1/modules/{name}/dlq/purge", post(dlq_purge))
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
-        .with_state(svc);
+        .with_state(svc.clone());
     if let Some(t) = token {
         let guard = auth::Guard {
             token: t.into(),
@@ -93,6 +99,59 @@ pub fn router(svc: Arc<Service>, token: Option<String>) -> Router {
         ));
     }
     r.layer(axum::middleware::map_response(auth::json_errors))
+        .layer(axum::middleware::from_fn_with_state(svc, count_ingest))
+}
+
+/// Count every ingest request by the status it was answered with (refusals
+/// by the token check and the body limit included).
+async fn count_ingest(
+    State(svc): State<Arc<Service>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let ingest = req.method() == axum::http::Method::POST
+        && req.uri().path().starts_with("/v1/topics/")
+        && req.uri().path().ends_with("/events");
+    let response = next.run(req).await;
+    if ingest {
+        svc.telemetry().ingest_request(response.status().as_u16());
+    }
+    response
+}
+
+/// The dashboard: one page that reads the API.
+async fn dashboard() -> Response {
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (axum::http::header::CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("dashboard.html"),
+    )
+        .into_response()
+}
+
+/// Prometheus text (what the sampler set last; no lock, no store read).
+async fn metrics(State(svc): State<Arc<Service>>) -> Response {
+    match svc.telemetry().prom().render() {
+        Some(text) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            json!({ "error": "metrics are off ([telemetry] metrics = false)" }),
+        ),
+    }
+}
+
+/// Each module's counters and lag, one point a second, the last ten minutes.
+async fn history(State(svc): State<Arc<Service>>) -> Response {
+    Json(svc.telemetry().history()).into_response()
 }
 
 fn error(status: StatusCode, body: Value) -> Response {
@@ -197,9 +256,19 @@ async fn produce(
             return error(StatusCode::BAD_REQUEST, v);
         }
     };
+    let mut events = events;
+    let spans = send_spans(&svc, &topic, &headers, &mut events);
     blocking(
         move || {
             let events = svc.topics().produce(&topic, events)?;
+            for (mut span, at) in spans.into_iter().zip(&events) {
+                span.set(
+                    "messaging.destination.partition.id",
+                    at.partition.to_string(),
+                );
+                span.end();
+            }
+            svc.telemetry().ingest_events(&topic, events.len());
             Ok(Accepted {
                 accepted: events.len(),
                 events,
@@ -208,6 +277,55 @@ async fn produce(
         topic_error,
     )
     .await
+}
+
+/// With tracing on, a producer span per event, the child of the event's own
+/// `traceparent` or else the request's; the event then carries the span's.
+fn send_spans(
+    svc: &Service,
+    topic: &str,
+    request: &HeaderMap,
+    events: &mut [sluice_wire::OwnedEvent],
+) -> Vec<crate::telemetry::trace::EventSpan> {
+    let tracer = svc.telemetry().tracer();
+    if !tracer.enabled() {
+        return Vec::new();
+    }
+    let system = if svc.config().kafka.is_some() {
+        "kafka"
+    } else {
+        "sluice"
+    };
+    let from_request: Vec<(&str, &[u8])> = ["traceparent", "tracestate"]
+        .into_iter()
+        .filter_map(|n| Some((n, request.get(n)?.as_bytes())))
+        .collect();
+    events
+        .iter_mut()
+        .filter_map(|ev| {
+            let own: Vec<(&str, &[u8])> = ev
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_slice()))
+                .collect();
+            let has_own = own
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case("traceparent"));
+            let ids = crate::telemetry::trace::EventIds {
+                id: &ev.id,
+                source: &ev.source,
+                ty: &ev.ty,
+            };
+            let span = tracer.send(
+                system,
+                topic,
+                &ids,
+                if has_own { &own } else { &from_request },
+            )?;
+            span.stamp(&mut ev.headers);
+            Some(span)
+        })
+        .collect()
 }
 
 async fn topics(State(svc): State<Arc<Service>>) -> Response {
@@ -288,11 +406,7 @@ async fn status(State(svc): State<Arc<Service>>) -> Response {
 }
 
 async fn modules(State(svc): State<Arc<Service>>) -> Response {
-    blocking(
-        move || Ok(svc.lifecycle().modules()),
-        |e: Infallible| match e {},
-    )
-    .await
+    blocking(move || Ok(svc.modules()), |e: Infallible| match e {}).await
 }
 
 /// Run `f` with the module's `(dlq topic, replay topic)` off the reactor.

@@ -11,6 +11,7 @@ mod dlq;
 mod lifecycle;
 mod modules;
 mod scaffold;
+mod top;
 mod topics;
 
 use std::path::PathBuf;
@@ -211,6 +212,18 @@ pub enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// Watch a host in the terminal: modules, status, lag status, rates,
+    /// dead letters, recent failures (q quits).
+    Top {
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 2.0)]
+        interval: f64,
+        /// Print one frame as text and exit.
+        #[arg(long)]
+        once: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// List loaded modules with version, status, cursors, lag and state size
     /// (or one module, with its revision history, as JSON).
     Modules {
@@ -316,6 +329,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             api,
         } => topics::tail(&Api::new(&api), &topic, latest, !no_follow, short),
         Command::Status { wait_idle, api } => modules::status(&Api::new(&api), wait_idle),
+        Command::Top {
+            interval,
+            once,
+            api,
+        } => top::run(
+            &Api::new(&api),
+            std::time::Duration::from_secs_f64(interval.clamp(0.1, 3600.0)),
+            once,
+        ),
         Command::Modules { module, json, api } => match module {
             Some(m) => modules::show(&Api::new(&api), &m),
             None => modules::list(&Api::new(&api), json),

@@ -15,8 +15,8 @@ pub(super) fn list(api: &Api, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<16} {:<10} {:<10} {:>10} {:>12} {:>8}  CURSORS (topic/partition: cursor (lag, who reads it if not this host))",
-        "MODULE", "VERSION", "STATUS", "STATE KEYS", "STATE BYTES", "LAG"
+        "{:<16} {:<10} {:<10} {:>10} {:>12} {:>8} {:<6}  CURSORS (topic/partition: cursor (lag, who reads it if not this host))",
+        "MODULE", "VERSION", "STATUS", "STATE KEYS", "STATE BYTES", "LAG", "LAG ST"
     );
     for m in mods {
         let lag: u64 = m.partitions.iter().map(|p| p.lag).sum();
@@ -43,7 +43,7 @@ pub(super) fn list(api: &Api, json: bool) -> anyhow::Result<()> {
             None => &status,
         };
         println!(
-            "{:<16} {:<10} {:<10} {:>10} {:>12} {:>8}  {}",
+            "{:<16} {:<10} {:<10} {:>10} {:>12} {:>8} {:<6}  {}",
             m.name,
             m.version.as_deref().unwrap_or("-"),
             status,
@@ -56,6 +56,7 @@ pub(super) fn list(api: &Api, json: bool) -> anyhow::Result<()> {
                 .map(|s| s.bytes.to_string())
                 .unwrap_or_else(|| "-".into()),
             lag,
+            m.lag_status.map(|s| s.as_str()).unwrap_or("-"),
             cursors.join(", ")
         );
         if let ModuleStatus::Failed(why) = &m.status {

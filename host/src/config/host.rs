@@ -70,6 +70,9 @@ pub struct HostConfig {
     /// Ceilings no module's `[limits]` may go above.
     #[serde(default)]
     pub limits: super::manifest::Ceilings,
+    /// Metrics, lag status, traces.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
     /// On SIGTERM, the longest wait for in-flight events to commit and the
     /// outbox to drain before exiting with an error.
     #[serde(
@@ -306,6 +309,43 @@ pub struct StateConfig {
     pub sync_writes: bool,
 }
 
+/// `[telemetry]`: Prometheus metrics, lag status, OpenTelemetry traces.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// Serve `GET /metrics` and record latency histograms.
+    pub metrics: bool,
+    /// The window lag status is judged over (one sample a second).
+    #[serde(
+        rename = "lag-window",
+        deserialize_with = "super::units::serde_units::duration"
+    )]
+    pub lag_window: std::time::Duration,
+    /// Where spans are sent, OTLP over HTTP/protobuf (`http://host:4318`;
+    /// `/v1/traces` is added unless the path names it). No endpoint, no
+    /// tracing.
+    #[serde(rename = "otlp-endpoint")]
+    pub otlp_endpoint: Option<String>,
+    /// Share of traces sampled where the input carries no sampling decision
+    /// (0.0 to 1.0); an input's `traceparent` decides for its own trace.
+    pub sampling: f64,
+    /// `service.name` of the spans.
+    #[serde(rename = "service-name")]
+    pub service_name: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            metrics: true,
+            lag_window: std::time::Duration::from_secs(10),
+            otlp_endpoint: None,
+            sampling: 1.0,
+            service_name: "sluice".into(),
+        }
+    }
+}
+
 /// `[pipeline]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -343,6 +383,7 @@ impl Default for HostConfig {
             state: StateConfig::default(),
             pipeline: PipelineConfig::default(),
             kafka: None,
+            telemetry: TelemetryConfig::default(),
             deploy: DeployConfig::default(),
             limits: Default::default(),
             shutdown_timeout: default_shutdown_timeout(),

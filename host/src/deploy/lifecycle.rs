@@ -246,7 +246,11 @@ impl Lifecycle {
             .flatten();
         let (metrics, paused, previous) = match before {
             Some((m, paused, version)) => (m, paused, Some(version)),
-            None => (Arc::new(Metrics::default()), false, None),
+            None => (
+                Arc::new(Metrics::new(self.cx.telemetry.prom(), &name)),
+                false,
+                None,
+            ),
         };
         if let Some(Some(mut p)) = self.modules.halt(&name, paused) {
             p.stop();
@@ -344,7 +348,7 @@ impl Lifecycle {
             revision: rev.clone(),
             manifest: Arc::new(manifest),
             loaded,
-            metrics: Arc::new(Metrics::default()),
+            metrics: Arc::new(Metrics::new(self.cx.telemetry.prom(), &name)),
             deploy_error: None,
         };
         let slot = if paused {

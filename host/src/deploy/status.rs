@@ -12,6 +12,7 @@ use crate::pipeline::{MetricsSnapshot, ModuleStatus};
 use crate::runtime::CacheStats;
 use crate::source::{Health, Holder, Progress};
 use crate::state::StateSize;
+use crate::telemetry::lag::LagStatus;
 
 /// A module as `sluice modules` shows it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -36,6 +37,12 @@ pub struct ModuleInfo {
     /// running), or the newest dead letter's reason.
     #[serde(default)]
     pub last_error: Option<String>,
+    /// How it keeps up: its worst partition's lag status (from the sampler).
+    #[serde(default)]
+    pub lag_status: Option<LagStatus>,
+    /// Records in its dead-letter topic (from the sampler).
+    #[serde(default)]
+    pub dead_letter_depth: Option<u64>,
 }
 
 /// Cursor and lag of one partition.
@@ -54,6 +61,12 @@ pub struct PartitionInfo {
     /// The end offset is old news (the broker has not answered lately).
     #[serde(default)]
     pub stale: bool,
+    /// OK, WARN, STALL or STOP over the lag window (from the sampler).
+    #[serde(default)]
+    pub lag_status: Option<LagStatus>,
+    /// Seconds since the oldest unprocessed event was made (0 when caught up).
+    #[serde(default)]
+    pub lag_seconds: Option<f64>,
 }
 
 fn here() -> Holder {
@@ -70,6 +83,8 @@ impl From<Progress> for PartitionInfo {
             end: p.end,
             holder: p.holder,
             stale: p.stale,
+            lag_status: None,
+            lag_seconds: None,
         }
     }
 }
@@ -238,6 +253,8 @@ impl Lifecycle {
                 state: None,
                 metrics: None,
                 last_error: Some(error.clone()),
+                lag_status: None,
+                dead_letter_depth: None,
             };
         };
         let replay = m.manifest.replay_topic();
@@ -259,6 +276,8 @@ impl Lifecycle {
                 .clone()
                 .or_else(|| metrics.last_error.clone()),
             metrics: Some(metrics),
+            lag_status: None,
+            dead_letter_depth: None,
         }
     }
 

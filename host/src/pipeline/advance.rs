@@ -11,6 +11,7 @@ use super::{FailureClass, ModuleStatus};
 use crate::dlq;
 use crate::source::{TopicError, now_ms};
 use crate::state::Commit;
+use crate::telemetry::trace::EventSpan;
 use crate::util::clip;
 
 /// Why and how often an event failed, for its dead letter.
@@ -19,6 +20,8 @@ pub(super) struct Failed<'a> {
     pub(super) message: &'a str,
     pub(super) attempts: u32,
     pub(super) first_failure_ms: u64,
+    /// The event's span: the dead letter continues its trace.
+    pub(super) span: Option<&'a EventSpan>,
 }
 
 impl Worker {
@@ -39,7 +42,12 @@ impl Worker {
             return Ok(false);
         }
         c.cursor(&self.module.name, topic, p, next);
+        let started = std::time::Instant::now();
         self.cx.output.commit(c, &self.module.name, outputs)?;
+        self.controls
+            .metrics
+            .commit_seconds
+            .record(started.elapsed().as_secs_f64());
         self.cursors.insert((topic.to_string(), p), next);
         self.input.committed(topic, p, next);
         Ok(true)
@@ -118,8 +126,9 @@ impl Worker {
             message,
             attempts,
             first_failure_ms,
+            span,
         } = failed;
-        let dl = dlq::DeadLetter {
+        let mut dl = dlq::DeadLetter {
             module: &self.module.name,
             version: &self.module.manifest.version,
             class,
@@ -129,10 +138,10 @@ impl Worker {
             last_failure_ms: now_ms(),
         }
         .record(&item.ev, &self.module.dlq_topic);
+        if let Some(span) = span {
+            span.stamp(&mut dl.headers);
+        }
         tracing::warn!(module = %self.module.name, id = %clip(item.ev.id, 256), topic, partition = p, offset = item.offset, class = class.as_str(), attempts, reason = %clip(message, 1024), "dead-lettered");
-        self.controls
-            .metrics
-            .set_last_error(class.as_str(), item.ev.id, message);
         let store = self.cx.store.clone();
         let mut c = Commit::new(&store);
         let limit = self.module.manifest.retry.quarantine_after;
@@ -146,6 +155,7 @@ impl Worker {
             return Ok(false);
         }
         self.controls.metrics.dead_letters.add(1);
+        self.controls.metrics.failed(class, item.ev.id, message);
         self.consecutive_failures += 1;
         if quarantine {
             tracing::error!(module = %self.module.name, failures = self.consecutive_failures, "quarantined: too many failures in a row; `sluice resume` brings it back");
@@ -191,7 +201,7 @@ impl Worker {
         let at = format!("{topic}/{p}/{offset}");
         self.controls
             .metrics
-            .set_last_error(FailureClass::Undecodable.as_str(), &at, reason);
+            .failed(FailureClass::Undecodable, &at, reason);
         Ok(())
     }
 }

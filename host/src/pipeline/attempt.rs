@@ -15,6 +15,7 @@ use super::worker::Worker;
 use crate::runtime::{GuestFailure, TrapKind, Trapped};
 use crate::source::now_ms;
 use crate::state::txn::InputMeta;
+use crate::telemetry::trace::{Delivery, EventIds, EventSpan};
 use crate::util::clip;
 
 /// A failed attempt at one event.
@@ -32,16 +33,26 @@ enum Single {
     Stopped,
 }
 
-/// What the overlay needs to know of an input event.
-fn meta(ev: &EventRef<'_>) -> InputMeta {
-    let trace = ev
-        .headers
+/// The event's `traceparent` and `tracestate`.
+fn trace_headers<'a>(ev: &EventRef<'a>) -> Vec<(&'a str, &'a [u8])> {
+    ev.headers
         .iter()
         .filter(|(n, _)| {
             n.eq_ignore_ascii_case("traceparent") || n.eq_ignore_ascii_case("tracestate")
         })
-        .map(|(n, v)| (n.to_ascii_lowercase(), v.to_vec()))
-        .collect();
+        .collect()
+}
+
+/// What the overlay needs to know of an input event; its outputs carry the
+/// trace context of `span` (else the input's own).
+fn meta(ev: &EventRef<'_>, span: Option<&EventSpan>) -> InputMeta {
+    let trace = match span {
+        Some(s) => s.headers().to_vec(),
+        None => trace_headers(ev)
+            .into_iter()
+            .map(|(n, v)| (n.to_ascii_lowercase(), v.to_vec()))
+            .collect(),
+    };
     InputMeta {
         source: ev.source.into(),
         id: ev.id.into(),
@@ -81,13 +92,14 @@ impl Worker {
             if !batched {
                 self.single_mode = self.single_mode.saturating_sub(1);
                 let next = rest.get(1).map(|it| it.offset).unwrap_or(cut);
-                match self.handle_single(topic, p, &rest[0], 0, None, next)? {
+                match self.handle_single(topic, p, &rest[0], 0, None, None, next)? {
                     Single::Done => i += 1,
                     Single::Stopped => return Ok(false),
                 }
                 continue;
             }
-            match self.call_batch(p, rest)? {
+            let mut spans = self.spans(topic, p, rest);
+            match self.call_batch(p, rest, &spans)? {
                 Ok(results) => {
                     let fail = results.iter().position(|r| r.is_err());
                     let ok = fail.unwrap_or(rest.len());
@@ -95,14 +107,23 @@ impl Worker {
                         Some(f) => rest[f].offset,
                         None => cut,
                     };
-                    if !self.commit_effects(topic, p, &rest[..ok], next)? {
+                    let committed = self.commit_effects(topic, p, &rest[..ok], next)?;
+                    let mut spans = spans.drain(..);
+                    spans.by_ref().take(ok).flatten().for_each(EventSpan::end);
+                    if !committed {
                         return Ok(false);
                     }
                     i += ok;
                     if let Some(f) = fail {
                         let failure = results.into_iter().nth(f).and_then(Result::err);
+                        let span = spans.next().flatten();
+                        // The events after it are read again: their spans end here.
+                        for mut s in spans.flatten() {
+                            s.set("sluice.outcome", "redone");
+                            s.end();
+                        }
                         let after = rest.get(f + 1).map(|it| it.offset).unwrap_or(cut);
-                        match self.handle_single(topic, p, &rest[f], 1, failure, after)? {
+                        match self.handle_single(topic, p, &rest[f], 1, failure, span, after)? {
                             Single::Done => i += 1,
                             Single::Stopped => return Ok(false),
                         }
@@ -113,30 +134,74 @@ impl Worker {
                     self.controls.metrics.trap(trap.kind);
                     self.instance = None;
                     self.single_mode = rest.len();
+                    for mut s in spans.into_iter().flatten() {
+                        s.set("sluice.outcome", "redone");
+                        s.fail(trap.kind.as_str(), &trap.message);
+                        s.end();
+                    }
                 }
             }
         }
         Ok(true)
     }
 
-    /// One `handle-batch` call over `rest`: each event's result, or a trap
-    /// that spoils the whole batch.
+    /// With tracing on, a span for each of `items` (the child of its
+    /// `traceparent`).
+    fn spans(&self, topic: &str, p: u32, items: &[Item<'_>]) -> Vec<Option<EventSpan>> {
+        let tracer = self.cx.telemetry.tracer();
+        if !tracer.enabled() {
+            return Vec::new();
+        }
+        let group = self
+            .cx
+            .group_prefix
+            .as_ref()
+            .map(|prefix| format!("{prefix}{}", self.module.name));
+        items
+            .iter()
+            .map(|it| {
+                let at = Delivery {
+                    system: self.cx.system,
+                    module: &self.module.name,
+                    group: group.as_deref(),
+                    topic,
+                    partition: p,
+                    offset: it.offset,
+                };
+                let ids = EventIds {
+                    id: it.ev.id,
+                    source: it.ev.source,
+                    ty: it.ev.ty,
+                };
+                tracer.process(&at, &ids, &trace_headers(&it.ev))
+            })
+            .collect()
+    }
+
+    /// One `handle-batch` call over `rest` (outputs in the trace of each
+    /// event's span): each event's result, or a trap that spoils the whole
+    /// batch.
     fn call_batch(
         &mut self,
         p: u32,
         rest: &[Item<'_>],
+        spans: &[Option<EventSpan>],
     ) -> anyhow::Result<Result<Vec<Result<(), Attempt>>, Trapped>> {
         let mut batch = BatchWriter::new();
         let mut metas = Vec::with_capacity(rest.len());
-        for it in rest {
+        for (i, it) in rest.iter().enumerate() {
             batch.push_frame(it.frame);
-            metas.push(meta(&it.ev));
+            metas.push(meta(&it.ev, spans.get(i).and_then(Option::as_ref)));
         }
         let bytes = batch.finish();
         self.controls.metrics.batches.add(1);
+        let wasm = self.controls.metrics.wasm_seconds.clone();
         let inst = self.instance()?;
         inst.txn().begin(p, metas);
+        let started = Instant::now();
         let r = inst.call_batch(&bytes, rest.len());
+        let per_event = started.elapsed().as_secs_f64() / rest.len() as f64;
+        wasm.record_many(per_event, rest.len());
         inst.txn().take_store_error()?;
         let r = match r {
             Ok(mut results) => match inst.txn().check_batch(rest.len()) {
@@ -165,8 +230,10 @@ impl Worker {
         Ok(r)
     }
 
-    /// Run one event alone until it succeeds or is dead-lettered. `attempts` and
-    /// `failure` carry a failed batch attempt. Afterwards the cursor is at `next`.
+    /// Run one event alone until it succeeds or is dead-lettered. `attempts`,
+    /// `failure` and `span` carry a failed batch attempt. Afterwards the
+    /// cursor is at `next`.
+    #[allow(clippy::too_many_arguments)]
     fn handle_single(
         &mut self,
         topic: &str,
@@ -174,6 +241,41 @@ impl Worker {
         item: &Item<'_>,
         mut attempts: u32,
         mut failure: Option<Attempt>,
+        span: Option<EventSpan>,
+        next: u64,
+    ) -> anyhow::Result<Single> {
+        let mut span = match span {
+            Some(s) => Some(s),
+            None => self
+                .spans(topic, p, std::slice::from_ref(item))
+                .pop()
+                .flatten(),
+        };
+        let done = self.attempt_single(
+            topic,
+            p,
+            item,
+            &mut attempts,
+            &mut failure,
+            span.as_mut(),
+            next,
+        );
+        if let Some(mut s) = span {
+            s.set("sluice.attempts", i64::from(attempts));
+            s.end();
+        }
+        done
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn attempt_single(
+        &mut self,
+        topic: &str,
+        p: u32,
+        item: &Item<'_>,
+        attempts: &mut u32,
+        failure: &mut Option<Attempt>,
+        mut span: Option<&mut EventSpan>,
         next: u64,
     ) -> anyhow::Result<Single> {
         let policy = self.module.manifest.retry.clone();
@@ -200,12 +302,16 @@ impl Worker {
                         (FailureClass::Trap(t.kind), t.message, retry)
                     }
                 };
-                if !retryable || attempts >= policy.max_attempts {
+                if !retryable || *attempts >= policy.max_attempts {
+                    if let Some(s) = span.as_deref_mut() {
+                        s.fail(class.as_str(), &message);
+                    }
                     let failed = Failed {
                         class,
                         message: &message,
-                        attempts,
+                        attempts: *attempts,
                         first_failure_ms: first_failure_ms.unwrap_or_else(now_ms),
+                        span: span.as_deref(),
                     };
                     return Ok(match self.dead_letter(topic, p, item, failed, next)? {
                         true => Single::Done,
@@ -213,13 +319,17 @@ impl Worker {
                     });
                 }
                 self.controls.metrics.retries.add(1);
-                if !self.backoff(attempts)? || !self.input.holds(topic, p) {
+                if !self.backoff(*attempts)? || !self.input.holds(topic, p) {
                     return Ok(Single::Stopped);
                 }
             }
+            let wasm = self.controls.metrics.wasm_seconds.clone();
             let inst = self.instance()?;
-            inst.txn().begin(p, vec![meta(&item.ev)]);
-            let r = match inst.call_one(&item.ev) {
+            inst.txn().begin(p, vec![meta(&item.ev, span.as_deref())]);
+            let started = Instant::now();
+            let called = inst.call_one(&item.ev);
+            wasm.record(started.elapsed().as_secs_f64());
+            let r = match called {
                 Ok(r) => match inst.txn().poisoned().first() {
                     Some((_, kind, why)) => Err(Trapped {
                         kind: TrapKind::of_limit(kind),
@@ -230,7 +340,7 @@ impl Worker {
                 Err(t) => Err(t),
             };
             inst.txn().take_store_error()?;
-            attempts += 1;
+            *attempts += 1;
             let r = match r {
                 Ok(Ok(())) => {
                     return Ok(
@@ -257,7 +367,7 @@ impl Worker {
                     tracing::warn!(module = %self.module.name, id = %clip(item.ev.id, 256), attempts, kind = trap.kind.as_str(), error = %clip(&trap.message, 1024), "event trapped");
                 }
             }
-            failure = Some(r);
+            *failure = Some(r);
         }
     }
 

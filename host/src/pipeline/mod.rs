@@ -48,6 +48,12 @@ pub struct Context {
     /// How its commits and outputs leave.
     pub output: Arc<dyn Output>,
     pub batch_size: usize,
+    /// Metrics registry and tracer.
+    pub telemetry: Arc<crate::telemetry::Telemetry>,
+    /// What spans call the backend: `kafka`, or `sluice` for the embedded log.
+    pub system: &'static str,
+    /// On Kafka, module `m` consumes in group `<group_prefix><m>`.
+    pub group_prefix: Option<String>,
 }
 
 /// What a module is doing, as `sluice modules` shows it.
@@ -143,6 +149,29 @@ pub enum FailureClass {
 }
 
 impl FailureClass {
+    /// Every class: the module's own verdicts, undecodable input, then each trap kind.
+    pub const ALL: [FailureClass; 3 + TrapKind::ALL.len()] = {
+        let mut all = [FailureClass::Reject; 3 + TrapKind::ALL.len()];
+        all[1] = FailureClass::Retry;
+        all[2] = FailureClass::Undecodable;
+        let mut i = 0;
+        while i < TrapKind::ALL.len() {
+            all[3 + i] = FailureClass::Trap(TrapKind::ALL[i]);
+            i += 1;
+        }
+        all
+    };
+
+    /// Where the class is in [`FailureClass::ALL`].
+    pub fn index(self) -> usize {
+        match self {
+            FailureClass::Reject => 0,
+            FailureClass::Retry => 1,
+            FailureClass::Undecodable => 2,
+            FailureClass::Trap(kind) => 3 + kind as usize,
+        }
+    }
+
     /// The name in `sluice.dlq.class` headers.
     pub fn as_str(self) -> &'static str {
         match self {

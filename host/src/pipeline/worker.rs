@@ -275,6 +275,7 @@ impl Worker {
         let Some(last) = records.last() else {
             return Ok(false);
         };
+        let started = std::time::Instant::now();
         if records[0].offset > from {
             let lost = records[0].offset - from;
             tracing::warn!(module = %self.module.name, topic, partition = p, from, to = records[0].offset, "{lost} events this module had not read are gone from the source (retention)");
@@ -321,7 +322,14 @@ impl Worker {
                 (todo, cut)
             }
         };
-        if !self.apply(&topic, p, &todo, cut)? {
+        let applied = self.apply(&topic, p, &todo, cut)?;
+        if !todo.is_empty() {
+            self.controls
+                .metrics
+                .batch_seconds
+                .record(started.elapsed().as_secs_f64());
+        }
+        if !applied {
             return Ok(true);
         }
         if todo.is_empty() || self.cursors.get(&(topic.clone(), p)) < Some(&cut) {

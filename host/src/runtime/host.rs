@@ -116,12 +116,19 @@ impl log::Host for HostState {
             tracing::warn!(module, dropped, "guest log lines dropped by the rate limit");
         }
         let message = crate::util::clip(&message, MAX_LOG_LINE);
+        // The event's span (or, with tracing off, the trace it came with).
+        let ids = self
+            .txn
+            .current_traceparent()
+            .and_then(crate::telemetry::trace::ids);
+        let trace_id = ids.map(|(t, _)| t);
+        let span_id = ids.map(|(_, s)| s);
         match level {
-            log::Level::Trace => tracing::trace!(module, "{message}"),
-            log::Level::Debug => tracing::debug!(module, "{message}"),
-            log::Level::Info => tracing::info!(module, "{message}"),
-            log::Level::Warn => tracing::warn!(module, "{message}"),
-            log::Level::Error => tracing::error!(module, "{message}"),
+            log::Level::Trace => tracing::trace!(module, trace_id, span_id, "{message}"),
+            log::Level::Debug => tracing::debug!(module, trace_id, span_id, "{message}"),
+            log::Level::Info => tracing::info!(module, trace_id, span_id, "{message}"),
+            log::Level::Warn => tracing::warn!(module, trace_id, span_id, "{message}"),
+            log::Level::Error => tracing::error!(module, trace_id, span_id, "{message}"),
         }
     }
 }

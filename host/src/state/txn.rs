@@ -221,6 +221,16 @@ impl Txn {
         &self.poisoned
     }
 
+    /// The `traceparent` the current event's outputs carry.
+    pub fn current_traceparent(&self) -> Option<&[u8]> {
+        self.inputs
+            .get(self.current)?
+            .trace
+            .iter()
+            .find(|(n, _)| n == "traceparent")
+            .map(|(_, v)| v.as_slice())
+    }
+
     /// Record `hit` against the current event and hand it back.
     fn limit(&mut self, hit: LimitHit) -> LimitHit {
         if let Some(kind) = hit.kind()
