@@ -23,5 +23,11 @@ fi
 # the npm registry and PyPI, installed once into ~/.cache/sluice-tools (keyed
 # by the lock files in guest-sdk/js and guest-sdk/python).
 scripts/guest-tools.sh install
+# The observability tests run a real Prometheus (Debian's package, which
+# also brings promtool: this checks the alert rules and the Grafana
+# dashboard's queries first) and the dashboard in headless Chromium, driven
+# by puppeteer-core pinned in tests/browser/.
+scripts/check-observability.sh
+scripts/browser-tools.sh install
 . scripts/env.sh
 cargo test --release --workspace "$@"
