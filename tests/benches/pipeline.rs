@@ -15,48 +15,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rand::{Rng, SeedableRng};
-use sluice::config::HostConfig;
 use sluice::runtime::{ModuleCtx, Runtime};
 use sluice::state::txn::{InputMeta, TxnLimits};
 use sluice::state::{Store, Txn};
+use sluice_tests::bench::{self, best_of, rate};
 use sluice_wire::{BatchWriter, EventRef, OwnedEvent};
-
-fn events(n: usize) -> Vec<OwnedEvent> {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(42);
-    (0..n)
-        .map(|i| {
-            let customer = format!("c{}", rng.random_range(0..1000));
-            let amount: u64 = rng.random_range(0..20_000);
-            let data = format!(
-                r#"{{"order_id":"o-{i:07}","customer":"{customer}","amount":{amount},"currency":"EUR","channel":"web","items":[{{"sku":"SKU-1001","qty":2,"price":2500}},{{"sku":"SKU-2002","qty":1,"price":7345}}],"note":"gift wrap"}}"#
-            );
-            OwnedEvent {
-                id: format!("bench-{i}"),
-                source: "/bench".into(),
-                ty: "order.created".into(),
-                datacontenttype: Some("application/json".into()),
-                time: Some("2026-11-28T10:00:00Z".into()),
-                key: Some(customer.into_bytes()),
-                data: data.into_bytes(),
-                topic: "orders".into(),
-                offset: i as u64,
-                ..Default::default()
-            }
-        })
-        .collect()
-}
 
 /// Rounds of rows 1, 2 and 2b.
 const ROUNDS: usize = 7;
-
-fn best_of(runs: usize, mut f: impl FnMut() -> Duration) -> Duration {
-    (0..runs).map(|_| f()).min().unwrap()
-}
-
-fn rate(n: usize, d: Duration) -> f64 {
-    n as f64 / d.as_secs_f64()
-}
 
 fn native_filter(frames: &[Vec<u8>]) -> (Duration, usize) {
     let host = sluice_guest::testing::TestHost::install()
@@ -145,50 +111,15 @@ fn wasm_filter(frames: &[Vec<u8>], metas: &[InputMeta], batch: usize) -> (Durati
     (d, passed)
 }
 
-/// Append `evs` to a fresh host, then deploy `module` and time until its cursor
-/// reaches the end of the log.
 fn full_path(module: &str, evs: &[OwnedEvent]) -> Duration {
-    best_of(3, || {
-        let dir = tempfile::tempdir().unwrap();
-        let config = HostConfig {
-            data_dir: dir.path().join("data"),
-            ..Default::default()
-        };
-        let svc = sluice::Service::start(config).unwrap();
-        let topics = svc.topics();
-        topics.ensure(&[("orders".into(), Some(1))]).unwrap();
-        for chunk in evs.chunks(10_000) {
-            topics.produce("orders", chunk.to_vec()).unwrap();
-        }
-        let end = topics.bounds("orders", 0).unwrap().1;
-        let mods = dir.path().join("modules");
-        sluice_tests::stage(&mods, &[module]);
-        // Deploying compiles the component; time a compile of the same file and
-        // take it out, so the figure is the steady-state event rate.
-        let c = Instant::now();
-        svc.runtime()
-            .load(&mods.join(module).join(format!("{module}.wasm")))
-            .unwrap();
-        let compile = c.elapsed();
-        let t = Instant::now();
-        svc.lifecycle().deploy_dir(&mods.join(module)).unwrap();
-        loop {
-            if svc.store().cursor(module, "orders", 0).unwrap() == Some(end) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        let d = t.elapsed().saturating_sub(compile);
-        svc.shutdown();
-        d
-    })
+    best_of(3, || bench::full_path(module, evs, |_| {}))
 }
 
 fn main() {
     let Some(n) = sluice_tests::bench_size("SLUICE_BENCH_EVENTS", 200_000) else {
         return; // `cargo test --benches` probes with --list
     };
-    let evs = events(n);
+    let evs = bench::order_events(n);
     let frames: Vec<Vec<u8>> = evs.iter().map(|e| e.as_ref().encode()).collect();
     let metas: Vec<InputMeta> = evs
         .iter()

@@ -526,7 +526,7 @@ fn rig(
         sluice::config::Manifest::load(&staged_modules().join(module).join("module.toml")).unwrap();
     tune(&mut manifest);
     let loaded = runtime.load(&component(module)).unwrap();
-    let metrics = std::sync::Arc::new(sluice::pipeline::Metrics::default());
+    let metrics = std::sync::Arc::new(sluice::pipeline::Metrics::detached());
     let cx = sluice::pipeline::Context {
         store: store.clone(),
         runtime,
@@ -538,6 +538,9 @@ fn rig(
         }),
         output: log.clone(),
         batch_size: 64,
+        telemetry: std::sync::Arc::new(sluice::telemetry::Telemetry::off()),
+        system: "sluice",
+        group_prefix: None,
     };
     let pipeline = sluice::pipeline::Pipeline::start(
         cx,

@@ -14,5 +14,6 @@ mod kafka_restart;
 mod kafka_tls;
 mod languages;
 mod lifecycle;
+mod observability;
 mod quickstart;
 mod scaffold;

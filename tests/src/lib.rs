@@ -4,7 +4,9 @@
 //! Every process a test starts is owned by a [`HostProc`], which kills it by PID
 //! when dropped. Waits are for a condition with a deadline, never a fixed sleep.
 
+pub mod bench;
 pub mod kafka;
+pub mod obs;
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
