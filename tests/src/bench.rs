@@ -43,10 +43,44 @@ pub fn rate(n: usize, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64()
 }
 
+/// CPU time of this process's threads whose name starts with one of
+/// `prefixes` (from `/proc/self/task/*/schedstat`, in nanoseconds).
+pub fn threads_cpu(prefixes: &[&str]) -> Duration {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Duration::ZERO;
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|c| prefixes.iter().any(|p| c.trim_end().starts_with(p)))
+        })
+        .filter_map(|t| {
+            let s = std::fs::read_to_string(t.path().join("schedstat")).ok()?;
+            s.split_whitespace().next()?.parse::<u64>().ok()
+        })
+        .map(Duration::from_nanos)
+        .sum()
+}
+
+/// What one full-path run took.
+pub struct Run {
+    pub wall: Duration,
+    /// CPU of the module's thread (from its first commit on, scaled to the
+    /// whole run) and the telemetry threads (sampler, span exporter): the
+    /// pipeline's own work.
+    pub pipeline_cpu: Duration,
+}
+
+/// [`full_path_cpu`]'s wall time.
+pub fn full_path(module: &str, evs: &[OwnedEvent], tune: impl Fn(&mut HostConfig)) -> Duration {
+    full_path_cpu(module, evs, tune).wall
+}
+
 /// Append `evs` to a fresh host configured by `tune`, then deploy `module`
 /// and time until its cursor reaches the end of the log (the component's
-/// compile time taken out).
-pub fn full_path(module: &str, evs: &[OwnedEvent], tune: impl Fn(&mut HostConfig)) -> Duration {
+/// compile time taken out), with the CPU time spent meanwhile.
+pub fn full_path_cpu(module: &str, evs: &[OwnedEvent], tune: impl Fn(&mut HostConfig)) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let mut config = HostConfig {
         data_dir: dir.path().join("data"),
@@ -69,15 +103,31 @@ pub fn full_path(module: &str, evs: &[OwnedEvent], tune: impl Fn(&mut HostConfig
         .load(&mods.join(module).join(format!("{module}.wasm")))
         .unwrap();
     let compile = c.elapsed();
+    let telemetry = ["sluice-telemetr", "OpenTelemetry"];
+    let telemetry_before = threads_cpu(&telemetry);
     let t = Instant::now();
     svc.lifecycle().deploy_dir(&mods.join(module)).unwrap();
+    // Thread names are cut to 15 bytes.
+    let thread: String = format!("module-{module}").chars().take(15).collect();
+    // The module thread's CPU is counted from its first commit on, past
+    // instantiation: (events committed then, its CPU then).
+    let mut first: Option<(u64, Duration)> = None;
     loop {
-        if svc.store().cursor(module, "orders", 0).unwrap() == Some(end) {
+        let at = svc.store().cursor(module, "orders", 0).unwrap();
+        if first.is_none() && at.is_some_and(|c| c > 0) {
+            first = Some((at.unwrap(), threads_cpu(&[&thread])));
+        }
+        if at == Some(end) {
             break;
         }
         std::thread::sleep(Duration::from_millis(1));
     }
-    let d = t.elapsed().saturating_sub(compile);
+    let wall = t.elapsed().saturating_sub(compile);
+    let (from, module_before) = first.unwrap_or((0, Duration::ZERO));
+    let own = threads_cpu(&[&thread]).saturating_sub(module_before)
+        + threads_cpu(&telemetry).saturating_sub(telemetry_before);
+    // Per event of the whole run.
+    let pipeline_cpu = own.mul_f64(end as f64 / (end - from).max(1) as f64);
     svc.shutdown();
-    d
+    Run { wall, pipeline_cpu }
 }

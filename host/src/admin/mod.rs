@@ -303,12 +303,8 @@ fn send_spans(
     events
         .iter_mut()
         .filter_map(|ev| {
-            let own: Vec<(&str, &[u8])> = ev
+            let has_own = ev
                 .headers
-                .iter()
-                .map(|(n, v)| (n.as_str(), v.as_slice()))
-                .collect();
-            let has_own = own
                 .iter()
                 .any(|(n, _)| n.eq_ignore_ascii_case("traceparent"));
             let ids = crate::telemetry::trace::EventIds {
@@ -316,12 +312,12 @@ fn send_spans(
                 source: &ev.source,
                 ty: &ev.ty,
             };
-            let span = tracer.send(
-                system,
-                topic,
-                &ids,
-                if has_own { &own } else { &from_request },
-            )?;
+            let span = if has_own {
+                let own = ev.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice()));
+                tracer.send(system, topic, &ids, own)
+            } else {
+                tracer.send(system, topic, &ids, from_request.iter().copied())
+            }?;
             span.stamp(&mut ev.headers);
             Some(span)
         })

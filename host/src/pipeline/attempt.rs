@@ -33,23 +33,17 @@ enum Single {
     Stopped,
 }
 
-/// The event's `traceparent` and `tracestate`.
-fn trace_headers<'a>(ev: &EventRef<'a>) -> Vec<(&'a str, &'a [u8])> {
-    ev.headers
-        .iter()
-        .filter(|(n, _)| {
-            n.eq_ignore_ascii_case("traceparent") || n.eq_ignore_ascii_case("tracestate")
-        })
-        .collect()
-}
-
 /// What the overlay needs to know of an input event; its outputs carry the
 /// trace context of `span` (else the input's own).
 fn meta(ev: &EventRef<'_>, span: Option<&EventSpan>) -> InputMeta {
     let trace = match span {
         Some(s) => s.headers().to_vec(),
-        None => trace_headers(ev)
-            .into_iter()
+        None => ev
+            .headers
+            .iter()
+            .filter(|(n, _)| {
+                n.eq_ignore_ascii_case("traceparent") || n.eq_ignore_ascii_case("tracestate")
+            })
             .map(|(n, v)| (n.to_ascii_lowercase(), v.to_vec()))
             .collect(),
     };
@@ -173,7 +167,7 @@ impl Worker {
                     source: it.ev.source,
                     ty: it.ev.ty,
                 };
-                tracer.process(&at, &ids, &trace_headers(&it.ev))
+                tracer.process(&at, &ids, it.ev.headers.iter())
             })
             .collect()
     }

@@ -11,17 +11,18 @@
 //! shared call into the module and ended after its commit.
 //!
 //! Sampling is parent-based: an input's `traceparent` decides for its
-//! trace; where there is none, `[telemetry] sampling` does. An unsampled
-//! span costs an id and is never exported.
+//! trace; where there is none, `[telemetry] sampling` does. The decision
+//! is made first, from the `traceparent`'s flags or one random draw: an
+//! event that is not sampled gets no span at all and passes its own
+//! `traceparent` (if any) through to what it leads to, unchanged, as a
+//! participant that does not record should. (A root that is not sampled so
+//! carries nothing, and a module downstream decides again.)
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use opentelemetry::propagation::TextMapPropagator;
-use opentelemetry::trace::{
-    Span as _, SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _,
-};
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry::trace::{Span as _, SpanKind, Status, Tracer as _, TracerProvider as _};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -38,6 +39,8 @@ struct Inner {
     provider: SdkTracerProvider,
     tracer: SdkTracer,
     propagator: TraceContextPropagator,
+    /// Share of root traces sampled.
+    ratio: f64,
 }
 
 /// Where an event was read, for its span's attributes.
@@ -93,9 +96,8 @@ impl Tracer {
             .with_context(|| format!("[telemetry] otlp-endpoint: cannot export to `{endpoint}`"))?;
         let provider = SdkTracerProvider::builder()
             .with_batch_exporter(exporter)
-            .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-                config.sampling,
-            ))))
+            // Spans are only started once sampled (see `Inner::start`).
+            .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
             .with_resource(
                 opentelemetry_sdk::Resource::builder()
                     .with_service_name(config.service_name.clone())
@@ -108,6 +110,7 @@ impl Tracer {
                 provider,
                 tracer,
                 propagator: TraceContextPropagator::new(),
+                ratio: config.sampling,
             }),
         })
     }
@@ -124,14 +127,15 @@ impl Tracer {
 
     /// The span of `module` processing one event with `headers` (its
     /// `traceparent` is the parent). `None` when tracing is off.
-    pub fn process(
+    pub fn process<'h>(
         &self,
         at: &Delivery<'_>,
         ev: &EventIds<'_>,
-        headers: &[(&str, &[u8])],
+        headers: impl IntoIterator<Item = (&'h str, &'h [u8])>,
     ) -> Option<EventSpan> {
         let inner = self.inner.as_ref()?;
-        let parent = inner.extract(headers);
+        let mut span = inner.start("process", SpanKind::Consumer, headers)?;
+        span.update_name(format!("process {}", at.topic));
         let mut attributes = vec![
             KeyValue::new("messaging.system", at.system.to_string()),
             KeyValue::new("messaging.operation.type", "process"),
@@ -158,43 +162,34 @@ impl Tracer {
                 group.to_string(),
             ));
         }
-        let span = inner
-            .tracer
-            .span_builder(format!("process {}", at.topic))
-            .with_kind(SpanKind::Consumer)
-            .with_attributes(attributes)
-            .start_with_context(&inner.tracer, &parent);
-        Some(inner.span(span))
+        span.set_attributes(attributes);
+        Some(EventSpan::of(span))
     }
 
     /// The span of HTTP ingest sending one event to `topic` (`system` as
     /// in [`Delivery`]); `headers` are the event's (its own `traceparent`)
     /// or else the request's.
-    pub fn send(
+    pub fn send<'h>(
         &self,
         system: &str,
         topic: &str,
         ev: &EventIds<'_>,
-        headers: &[(&str, &[u8])],
+        headers: impl IntoIterator<Item = (&'h str, &'h [u8])>,
     ) -> Option<EventSpan> {
         let inner = self.inner.as_ref()?;
-        let parent = inner.extract(headers);
-        let span = inner
-            .tracer
-            .span_builder(format!("send {topic}"))
-            .with_kind(SpanKind::Producer)
-            .with_attributes(vec![
-                KeyValue::new("messaging.system", system.to_string()),
-                KeyValue::new("messaging.operation.type", "send"),
-                KeyValue::new("messaging.operation.name", "send"),
-                KeyValue::new("messaging.destination.name", topic.to_string()),
-                KeyValue::new("messaging.message.id", ev.id.to_string()),
-                KeyValue::new("cloudevents.event_id", ev.id.to_string()),
-                KeyValue::new("cloudevents.event_source", ev.source.to_string()),
-                KeyValue::new("cloudevents.event_type", ev.ty.to_string()),
-            ])
-            .start_with_context(&inner.tracer, &parent);
-        Some(inner.span(span))
+        let mut span = inner.start("send", SpanKind::Producer, headers)?;
+        span.update_name(format!("send {topic}"));
+        span.set_attributes([
+            KeyValue::new("messaging.system", system.to_string()),
+            KeyValue::new("messaging.operation.type", "send"),
+            KeyValue::new("messaging.operation.name", "send"),
+            KeyValue::new("messaging.destination.name", topic.to_string()),
+            KeyValue::new("messaging.message.id", ev.id.to_string()),
+            KeyValue::new("cloudevents.event_id", ev.id.to_string()),
+            KeyValue::new("cloudevents.event_source", ev.source.to_string()),
+            KeyValue::new("cloudevents.event_type", ev.ty.to_string()),
+        ]);
+        Some(EventSpan::of(span))
     }
 
     /// Export what is buffered and stop the exporter.
@@ -207,40 +202,111 @@ impl Tracer {
     }
 }
 
-impl Inner {
-    fn extract(&self, headers: &[(&str, &[u8])]) -> Context {
-        let carrier: HashMap<String, String> = headers
-            .iter()
-            .filter(|(n, _)| {
-                n.eq_ignore_ascii_case("traceparent") || n.eq_ignore_ascii_case("tracestate")
-            })
-            .filter_map(|(n, v)| {
-                Some((
-                    n.to_ascii_lowercase(),
-                    std::str::from_utf8(v).ok()?.to_string(),
-                ))
-            })
-            .collect();
-        self.propagator.extract(&carrier)
+/// An event's `traceparent` and `tracestate`, found among its headers
+/// without copying them.
+#[derive(Default)]
+struct Carrier<'h> {
+    traceparent: Option<&'h str>,
+    tracestate: Option<&'h str>,
+}
+
+impl Extractor for Carrier<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        match key {
+            "traceparent" => self.traceparent,
+            "tracestate" => self.tracestate,
+            _ => None,
+        }
     }
 
-    fn span(&self, span: opentelemetry_sdk::trace::Span) -> EventSpan {
-        let cx = Context::new().with_remote_span_context(span.span_context().clone());
-        let mut carrier: HashMap<String, String> = HashMap::new();
-        self.propagator.inject_context(&cx, &mut carrier);
-        let mut headers: Vec<(String, Vec<u8>)> = carrier
-            .into_iter()
-            .map(|(n, v)| (n, v.into_bytes()))
-            .collect();
-        headers.sort();
+    fn keys(&self) -> Vec<&str> {
+        [
+            ("traceparent", self.traceparent),
+            ("tracestate", self.tracestate),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|_| k))
+        .collect()
+    }
+}
+
+impl Inner {
+    /// Start a span named `name` (renamed by the caller), the child of the
+    /// `traceparent` among `headers`, if the trace is sampled: as the
+    /// parent's flags say, or, for a root, with the configured share.
+    fn start<'h>(
+        &self,
+        name: &'static str,
+        kind: SpanKind,
+        headers: impl IntoIterator<Item = (&'h str, &'h [u8])>,
+    ) -> Option<opentelemetry_sdk::trace::Span> {
+        let mut carrier = Carrier::default();
+        for (n, v) in headers {
+            if n.eq_ignore_ascii_case("traceparent") {
+                carrier.traceparent = std::str::from_utf8(v).ok();
+            } else if n.eq_ignore_ascii_case("tracestate") {
+                carrier.tracestate = std::str::from_utf8(v).ok();
+            }
+        }
+        let parent = match carrier.traceparent.and_then(sampled_flag) {
+            Some(false) => return None,
+            Some(true) => self.propagator.extract(&carrier),
+            None if self.ratio >= 1.0 || rand::random::<f64>() < self.ratio => Context::new(),
+            None => return None,
+        };
+        Some(
+            self.tracer
+                .span_builder(name)
+                .with_kind(kind)
+                .start_with_context(&self.tracer, &parent),
+        )
+    }
+}
+
+/// The sampled flag of a valid `traceparent` (`None`: not a valid one).
+fn sampled_flag(traceparent: &str) -> Option<bool> {
+    let b = traceparent.as_bytes();
+    let valid = b.len() >= 55
+        && b[2] == b'-'
+        && b[35] == b'-'
+        && b[52] == b'-'
+        && ids(b).is_some_and(|(t, s)| {
+            t.bytes().all(|c| c.is_ascii_hexdigit())
+                && s.bytes().all(|c| c.is_ascii_hexdigit())
+                && t.bytes().any(|c| c != b'0')
+                && s.bytes().any(|c| c != b'0')
+        });
+    if !valid {
+        return None;
+    }
+    let flags = u8::from_str_radix(traceparent.get(53..55)?, 16).ok()?;
+    Some(flags & 1 == 1)
+}
+
+impl EventSpan {
+    /// `span`, with the `traceparent` (and `tracestate`) that names it.
+    fn of(span: opentelemetry_sdk::trace::Span) -> EventSpan {
+        let cx = span.span_context();
+        let mut headers = vec![(
+            "traceparent".to_string(),
+            format!(
+                "00-{}-{}-{:02x}",
+                cx.trace_id(),
+                cx.span_id(),
+                cx.trace_flags().to_u8()
+            )
+            .into_bytes(),
+        )];
+        let state = cx.trace_state().header();
+        if !state.is_empty() {
+            headers.push(("tracestate".to_string(), state.into_bytes()));
+        }
         EventSpan {
             span: Some(span),
             headers,
         }
     }
-}
 
-impl EventSpan {
     /// `traceparent` (and `tracestate`) naming this span as the parent.
     pub fn headers(&self) -> &[(String, Vec<u8>)] {
         &self.headers
@@ -309,6 +375,50 @@ mod tests {
     }
 
     #[test]
+    fn the_sampled_flag_comes_from_a_valid_traceparent_only() {
+        let t = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let s = "00f067aa0ba902b7";
+        assert_eq!(sampled_flag(&format!("00-{t}-{s}-01")), Some(true));
+        assert_eq!(sampled_flag(&format!("00-{t}-{s}-00")), Some(false));
+        assert_eq!(sampled_flag(&format!("00-{t}-{s}-03")), Some(true));
+        assert_eq!(sampled_flag(&format!("00-{}-{s}-01", "0".repeat(32))), None);
+        assert_eq!(sampled_flag(&format!("00-{t}-{}-01", "0".repeat(16))), None);
+        assert_eq!(sampled_flag(&format!("00-{t}-{s}")), None);
+        assert_eq!(sampled_flag("00-x"), None);
+    }
+
+    #[test]
+    fn sampling_follows_the_parent_and_the_share_decides_roots() {
+        let t = Tracer::new(&TelemetryConfig {
+            otlp_endpoint: Some("http://127.0.0.1:9".into()),
+            sampling: 0.0,
+            ..TelemetryConfig::default()
+        })
+        .unwrap();
+        let ids = EventIds {
+            id: "1",
+            source: "/s",
+            ty: "t",
+        };
+        let parent =
+            |flags: &str| format!("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-{flags}");
+        let sampled = parent("01");
+        let unsampled = parent("00");
+        let with = |tp: &str| {
+            t.send("sluice", "t", &ids, [("traceparent", tp.as_bytes())])
+                .map(EventSpan::end)
+                .is_some()
+        };
+        assert!(with(&sampled), "a sampled parent is followed");
+        assert!(!with(&unsampled), "so is an unsampled one");
+        assert!(
+            t.send("sluice", "t", &ids, []).is_none(),
+            "a root is sampled at the configured share (0)"
+        );
+        t.shutdown();
+    }
+
+    #[test]
     fn a_sampling_share_out_of_range_is_named() {
         let config = TelemetryConfig {
             otlp_endpoint: Some("http://127.0.0.1:9".into()),
@@ -336,7 +446,7 @@ mod tests {
                     source: "/s",
                     ty: "t",
                 },
-                &[("traceparent", parent.as_bytes())],
+                [("traceparent", parent.as_bytes())],
             )
             .unwrap();
         let tp = span.traceparent().unwrap().to_string();
