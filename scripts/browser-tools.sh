@@ -19,7 +19,9 @@ HERE="$(cd "$(dirname "$0")" && pwd)"
 SRC="$HERE/../tests/browser"
 TOOLS="${SLUICE_TOOLS:-$HOME/.cache/sluice-tools}"
 
-hash_of() { sha256sum "$@" | sha256sum | cut -c1-16; }
+# Of the files' contents only: their paths differ between checkouts (and
+# between modules made by `sluice new`), the toolchain they pin does not.
+hash_of() { cat "$@" | sha256sum | cut -c1-16; }
 
 chromium_path() {
   if [ -n "${CHROMIUM:-}" ]; then echo "$CHROMIUM"; return 0; fi

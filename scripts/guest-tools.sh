@@ -19,7 +19,9 @@ elif [ -d "$HERE/../guest-sdk/js" ]; then SDK="$HERE/../guest-sdk"
 else SDK="$HERE"; fi
 TOOLS="${SLUICE_TOOLS:-$HOME/.cache/sluice-tools}"
 
-hash_of() { sha256sum "$@" | sha256sum | cut -c1-16; }
+# Of the files' contents only: their paths differ between checkouts (and
+# between modules made by `sluice new`), the toolchain they pin does not.
+hash_of() { cat "$@" | sha256sum | cut -c1-16; }
 
 # Each toolchain is installed in place and marked complete last, so an
 # interrupted install is redone rather than used.
