@@ -22,6 +22,8 @@
 //!   names wasmtime.
 //! - [`state`]: the RocksDB layout and the transaction overlay.
 //! - [`dlq`]: dead-letter records, replay.
+//! - [`schema`]: the schema registry, validation, consumer contracts,
+//!   `sluice schema check`.
 //! - [`deploy`]: the registry, the component store, the module lifecycle,
 //!   status views, the watched directory.
 //! - [`admin`]: the HTTP API. [`server`]: the host process (`sluice run`).
@@ -35,6 +37,7 @@ pub mod deploy;
 pub mod dlq;
 pub mod pipeline;
 pub mod runtime;
+pub mod schema;
 pub mod server;
 mod service;
 pub mod sink;

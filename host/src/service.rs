@@ -18,6 +18,7 @@ use crate::deploy::lifecycle::Lifecycle;
 use crate::deploy::status::{HostStatus, LagSummary, Readiness, WasmMemory};
 use crate::pipeline::Context;
 use crate::runtime::Runtime;
+use crate::schema::Registry;
 use crate::sink::Output;
 use crate::source::{Source, Topics, now_ms};
 use crate::state::Store;
@@ -34,6 +35,7 @@ pub struct Service {
     output: Arc<dyn Output>,
     lifecycle: Arc<Lifecycle>,
     telemetry: Arc<Telemetry>,
+    schemas: Arc<Registry>,
     housekeeping: Mutex<Option<StoppableThread>>,
     sampler: Mutex<Option<StoppableThread>>,
     watcher: Mutex<Option<StoppableThread>>,
@@ -105,6 +107,21 @@ impl Service {
         let components = ComponentStore::open(&config.data_dir.join("components"))
             .context("cannot open the component store")?;
         let telemetry = Arc::new(Telemetry::new(&config.telemetry)?);
+        let policies = config
+            .topics
+            .iter()
+            .filter_map(|t| Some((t.name.clone(), t.schema_policy?)))
+            .collect();
+        let schemas = Arc::new(
+            Registry::open(
+                store.clone(),
+                config.schemas.dir.clone(),
+                telemetry.clone(),
+                config.schemas.policy,
+                policies,
+            )
+            .context("cannot open the schema registry")?,
+        );
         let cx = Context {
             store: store.clone(),
             runtime: runtime.clone(),
@@ -118,6 +135,7 @@ impl Service {
                 "sluice"
             },
             group_prefix: config.kafka.as_ref().map(|k| k.group_prefix.clone()),
+            schemas: schemas.clone(),
         };
         let lifecycle = Arc::new(Lifecycle::new(
             cx,
@@ -125,8 +143,8 @@ impl Service {
             components,
             config.limits.clone(),
         ));
-        let housekeeping =
-            housekeeping(store.clone(), source.clone()).context("cannot start housekeeping")?;
+        let housekeeping = housekeeping(store.clone(), source.clone(), schemas.clone())
+            .context("cannot start housekeeping")?;
         let svc = Arc::new(Service {
             config,
             store,
@@ -136,6 +154,7 @@ impl Service {
             output,
             lifecycle,
             telemetry,
+            schemas,
             housekeeping: Mutex::new(Some(housekeeping)),
             sampler: Mutex::new(None),
             watcher: Mutex::new(None),
@@ -191,6 +210,11 @@ impl Service {
     /// The host's database.
     pub fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    /// The schema registry.
+    pub fn schemas(&self) -> &Registry {
+        &self.schemas
     }
 
     /// Metrics, lag status, history, tracer.
@@ -298,9 +322,14 @@ impl Service {
     }
 }
 
-/// Every five seconds: state sizes measured (for status), retention, and
-/// expired idempotency marks deleted.
-fn housekeeping(store: Arc<Store>, source: Arc<dyn Source>) -> std::io::Result<StoppableThread> {
+/// Every five seconds: state sizes measured (for status), retention,
+/// expired idempotency marks deleted, new schemas in the schema directory
+/// registered.
+fn housekeeping(
+    store: Arc<Store>,
+    source: Arc<dyn Source>,
+    schemas: Arc<Registry>,
+) -> std::io::Result<StoppableThread> {
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
     StoppableThread::spawn("sluice-housekeeping".into(), stop, move || {
@@ -317,6 +346,7 @@ fn housekeeping(store: Arc<Store>, source: Arc<dyn Source>) -> std::io::Result<S
             if let Err(e) = source.enforce_retention() {
                 tracing::error!(error = %e, "retention failed");
             }
+            schemas.sync_dir();
             match store.sweep_expired(now_ms()) {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!(removed = n, "expired idempotency marks removed"),

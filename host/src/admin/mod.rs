@@ -22,6 +22,8 @@
 //! | `POST /v1/modules/{name}/dlq/purge` | delete the dead letters present now |
 //! | `GET /v1/status` | outbox backlog, total lag, whether everything is processed (`idle`), wasm memory in use and the budget |
 //! | `GET /metrics` | Prometheus text (see `docs/operations.md`); 404 with `[telemetry] metrics = false` |
+//! | `/subjects`, `/schemas/ids/{id}`, `/compatibility/...`, `/config` | the Confluent Schema Registry API (see [`registry`]) |
+//! | `GET /v1/schemas` | registered event types (owner, compatibility, versions with ids and schemas) and refused schema files |
 //! | `GET /v1/history` | per module, one point a second for ten minutes: counters, lag, dead-letter depth |
 //! | `GET /` | the dashboard page (reads the API; needs no token itself) |
 //! | `GET /healthz` | process alive |
@@ -37,6 +39,7 @@
 pub mod auth;
 pub mod json;
 mod lifecycle;
+mod registry;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -63,6 +66,27 @@ pub fn router(svc: Arc<Service>, token: Option<String>) -> Router {
         .route("/", get(dashboard))
         .route("/metrics", get(metrics))
         .route("/v1/history", get(history))
+        .route("/v1/schemas", get(schemas))
+        .route("/subjects", get(registry::subjects))
+        .route("/subjects/{s}", post(registry::lookup))
+        .route(
+            "/subjects/{s}/versions",
+            get(registry::versions).post(registry::register),
+        )
+        .route("/subjects/{s}/versions/{v}", get(registry::version))
+        .route("/schemas/ids/{id}", get(registry::by_id))
+        .route(
+            "/compatibility/subjects/{s}/versions/{v}",
+            post(registry::compatibility),
+        )
+        .route(
+            "/config",
+            get(registry::get_config).put(registry::put_config),
+        )
+        .route(
+            "/config/{s}",
+            get(registry::get_subject_config).put(registry::put_subject_config),
+        )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(lifecycle::readyz))
         .route("/v1/topics", get(topics))
@@ -147,6 +171,12 @@ async fn metrics(State(svc): State<Arc<Service>>) -> Response {
             json!({ "error": "metrics are off ([telemetry] metrics = false)" }),
         ),
     }
+}
+
+/// The registered event types with their versions, and what the schema
+/// directory holds that was refused (by file, with the reason).
+async fn schemas(State(svc): State<Arc<Service>>) -> Response {
+    Json(svc.schemas().summary()).into_response()
 }
 
 /// Each module's counters and lag, one point a second, the last ten minutes.
@@ -256,6 +286,9 @@ async fn produce(
             return error(StatusCode::BAD_REQUEST, v);
         }
     };
+    if let Some(refused) = invalid_at_ingest(&svc, &topic, &events) {
+        return refused;
+    }
     let mut events = events;
     let spans = send_spans(&svc, &topic, &headers, &mut events);
     blocking(
@@ -277,6 +310,44 @@ async fn produce(
         topic_error,
     )
     .await
+}
+
+/// Where `topic`'s schema policy is `reject`: 400 for the first event that
+/// fails its type's schema, naming it, the version and each failing pointer.
+fn invalid_at_ingest(
+    svc: &Service,
+    topic: &str,
+    events: &[sluice_wire::OwnedEvent],
+) -> Option<Response> {
+    use crate::schema::{Policy, Stage, Verdict};
+    let schemas = svc.schemas();
+    if schemas.policy(topic) != Policy::Reject {
+        return None;
+    }
+    events.iter().enumerate().find_map(|(i, ev)| {
+        let verdict = schemas.validate(Stage::Ingest, &ev.ty, ev.dataschema.as_deref(), &ev.data);
+        let Verdict::Invalid {
+            version,
+            violations,
+        } = verdict
+        else {
+            return None;
+        };
+        let first = violations
+            .first()
+            .map(|v| format!(" at `{}`: {}", v.pointer, v.message))
+            .unwrap_or_default();
+        let version = version.map(|v| format!(" version {v}")).unwrap_or_default();
+        Some(error(
+            StatusCode::BAD_REQUEST,
+            json!({
+                "error": format!("event {i} (id `{}`) does not match the schema of `{}`{version}{first}", ev.id, ev.ty),
+                "field": "data",
+                "index": i,
+                "violations": violations,
+            }),
+        ))
+    })
 }
 
 /// With tracing on, a producer span per event, the child of the event's own

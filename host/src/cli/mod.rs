@@ -11,6 +11,7 @@ mod dlq;
 mod lifecycle;
 mod modules;
 mod scaffold;
+mod schema;
 mod top;
 mod topics;
 
@@ -212,6 +213,11 @@ pub enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// Event schemas: check a schema repository (for CI).
+    Schema {
+        #[command(subcommand)]
+        command: SchemaCommand,
+    },
     /// Watch a host in the terminal: modules, status, lag status, rates,
     /// dead letters, recent failures (q quits).
     Top {
@@ -234,6 +240,26 @@ pub enum Command {
         json: bool,
         #[command(flatten)]
         api: ApiArgs,
+    },
+}
+
+/// `sluice schema ...`
+#[derive(Subcommand, Debug)]
+pub enum SchemaCommand {
+    /// Lint the schemas, check each version's compatibility with the earlier
+    /// ones, that released versions are unchanged, and modules' contracts;
+    /// exit 1 naming each problem.
+    Check {
+        /// The schema repository (`<type>/type.toml`, `<type>/<version>.json`).
+        #[arg(long, default_value = "schemas")]
+        dir: PathBuf,
+        /// What was released: a directory, or `git:<ref>` (e.g. `git:origin/main`).
+        #[arg(long)]
+        against: Option<String>,
+        /// A module directory or module.toml whose `[[consumes]]` and
+        /// `[[produces]]` to check (repeatable).
+        #[arg(long = "manifest")]
+        manifests: Vec<PathBuf>,
     },
 }
 
@@ -329,6 +355,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             api,
         } => topics::tail(&Api::new(&api), &topic, latest, !no_follow, short),
         Command::Status { wait_idle, api } => modules::status(&Api::new(&api), wait_idle),
+        Command::Schema {
+            command:
+                SchemaCommand::Check {
+                    dir,
+                    against,
+                    manifests,
+                },
+        } => schema::check(dir, against, manifests),
         Command::Top {
             interval,
             once,

@@ -73,6 +73,9 @@ pub struct HostConfig {
     /// Metrics, lag status, traces.
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// The schema registry: where schemas come from, what invalid events do.
+    #[serde(default)]
+    pub schemas: SchemasConfig,
     /// On SIGTERM, the longest wait for in-flight events to commit and the
     /// outbox to drain before exiting with an error.
     #[serde(
@@ -297,6 +300,10 @@ pub struct TopicConfig {
     /// entity's events, and so a stateful module's state for it, in one
     /// partition.
     pub key: Option<String>,
+    /// What an event that fails its type's schema does on this topic
+    /// (default `[schemas] policy`).
+    #[serde(rename = "schema-policy", default)]
+    pub schema_policy: Option<crate::schema::Policy>,
 }
 
 /// `[state]`.
@@ -307,6 +314,18 @@ pub struct StateConfig {
     /// but not a power loss.
     #[serde(rename = "sync-writes")]
     pub sync_writes: bool,
+}
+
+/// `[schemas]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchemasConfig {
+    /// The schema repository (`<dir>/<type>/<version>.json`, relative to the
+    /// config file), registered at start and whenever it changes.
+    pub dir: Option<PathBuf>,
+    /// What an invalid event does where its topic says nothing: `reject`
+    /// (HTTP 400; dead-lettered when read from a broker), `dead-letter`, `warn`.
+    pub policy: crate::schema::Policy,
 }
 
 /// `[telemetry]`: Prometheus metrics, lag status, OpenTelemetry traces.
@@ -384,6 +403,7 @@ impl Default for HostConfig {
             pipeline: PipelineConfig::default(),
             kafka: None,
             telemetry: TelemetryConfig::default(),
+            schemas: SchemasConfig::default(),
             deploy: DeployConfig::default(),
             limits: Default::default(),
             shutdown_timeout: default_shutdown_timeout(),
@@ -400,6 +420,7 @@ impl HostConfig {
         let base = path.parent().unwrap_or(Path::new("."));
         c.data_dir = base.join(&c.data_dir);
         c.modules_dir = c.modules_dir.map(|d| base.join(d));
+        c.schemas.dir = c.schemas.dir.map(|d| base.join(d));
         c.deploy.compile_cache_dir = c.deploy.compile_cache_dir.map(|d| base.join(d));
         c.validate()
             .map_err(|e| format!("{}: {e}", path.display()))?;

@@ -51,6 +51,13 @@ pub struct Manifest {
     /// Dead-letter topic (default `<name>.dlq`).
     #[serde(default, rename = "dead-letter-topic")]
     pub dead_letter_topic: Option<String>,
+    /// Event types the module reads, with the versions and fields it
+    /// relies on (checked against the schema registry at deploy).
+    #[serde(default)]
+    pub consumes: Vec<crate::schema::contract::Consumes>,
+    /// Event types (and schema versions) the module writes.
+    #[serde(default)]
+    pub produces: Vec<crate::schema::contract::Produces>,
 }
 
 /// One `[[subscribe]]` entry.

@@ -235,6 +235,7 @@ impl Lifecycle {
             .within(&self.ceilings)
             .map_err(|e| LifecycleError::Invalid(format!("module.toml: {e}")))?;
         self.check_dead_letter_topic(&manifest)?;
+        self.check_contracts(&manifest)?;
         self.ensure_module_topics(&manifest)
             .map_err(|e| LifecycleError::Invalid(format!("module `{name}`: {e}")))?;
         let before = self
@@ -289,6 +290,9 @@ impl Lifecycle {
                 }
             }
         };
+        self.cx
+            .schemas
+            .set_consumer(&name, module.manifest.consumes.clone());
         let version = module.revision.version.clone();
         tracing::info!(module = %name, action, version = %version, revision, previous = ?previous, "module {action}");
         self.modules.put(&name, slot);
@@ -299,6 +303,36 @@ impl Lifecycle {
             revision,
             previous,
         })
+    }
+
+    /// What the module consumes must be satisfiable by registered schemas,
+    /// its contracts must hold for every version it accepts, and what it
+    /// produces must have a schema: else the deploy is refused, naming the
+    /// type, the version and the field.
+    fn check_contracts(&self, manifest: &Manifest) -> Result<()> {
+        let schemas = &self.cx.schemas;
+        if !schemas.governed() {
+            return Ok(());
+        }
+        let lookup = |ty: &str| {
+            schemas.get(ty).map(|t| {
+                t.versions
+                    .iter()
+                    .map(|(v, s)| (*v, s.schema.clone()))
+                    .collect()
+            })
+        };
+        let problems = crate::schema::contract::problems(
+            &manifest.name,
+            &manifest.consumes,
+            &manifest.produces,
+            &lookup,
+        );
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(LifecycleError::Invalid(problems.join("; ")))
+        }
     }
 
     /// A module's dead letters are its own: its dead-letter topic may not be
@@ -341,6 +375,9 @@ impl Lifecycle {
     /// Start a registry revision at host start.
     fn start_revision(&self, rev: &Revision, paused: bool) -> Result<()> {
         let (manifest, loaded) = self.load_revision(rev)?;
+        self.cx
+            .schemas
+            .set_consumer(&manifest.name, manifest.consumes.clone());
         self.ensure_module_topics(&manifest)
             .map_err(LifecycleError::Internal)?;
         let name = manifest.name.clone();
@@ -426,6 +463,7 @@ impl Lifecycle {
         let _serial = self.serial.lock().unwrap();
         let rec = self.registry.get(name).map_err(LifecycleError::Internal)?;
         let slot = self.modules.remove(name);
+        self.cx.schemas.remove_consumer(name);
         if rec.is_none() && slot.is_none() {
             return Err(LifecycleError::NotFound(format!(
                 "no module named `{name}`"

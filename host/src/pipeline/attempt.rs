@@ -13,6 +13,7 @@ use super::advance::Failed;
 use super::read::Item;
 use super::worker::Worker;
 use crate::runtime::{GuestFailure, TrapKind, Trapped};
+use crate::schema::{Policy, Stage};
 use crate::source::now_ms;
 use crate::state::txn::InputMeta;
 use crate::telemetry::trace::{Delivery, EventIds, EventSpan};
@@ -22,6 +23,20 @@ use crate::util::clip;
 pub(super) enum Attempt {
     Failed(GuestFailure),
     Trapped(Trapped),
+    /// It emitted an event its type's schema refuses.
+    Invalid(String),
+}
+
+/// The attempt a limit hit (or an invalid output) recorded against an event
+/// makes.
+fn poisoned(kind: &str, why: &str) -> Attempt {
+    if kind == "schema" {
+        return Attempt::Invalid(why.to_string());
+    }
+    Attempt::Trapped(Trapped {
+        kind: TrapKind::of_limit(kind),
+        message: why.to_string(),
+    })
 }
 
 /// How an event handled alone ended.
@@ -66,6 +81,7 @@ impl Worker {
         todo: &[Item<'_>],
         cut: u64,
     ) -> anyhow::Result<bool> {
+        let invalid = self.schema_failures(topic, todo);
         let mut i = 0;
         let mut served = Instant::now();
         while i < todo.len() {
@@ -81,7 +97,29 @@ impl Worker {
                     return Ok(false);
                 }
             }
-            let rest = &todo[i..];
+            if let Some(why) = &invalid[i] {
+                let next = todo.get(i + 1).map(|it| it.offset).unwrap_or(cut);
+                let failed = Failed {
+                    class: FailureClass::Schema,
+                    message: why,
+                    attempts: 0,
+                    first_failure_ms: now_ms(),
+                    span: None,
+                };
+                if !self.dead_letter(topic, p, &todo[i], failed, next)? {
+                    return Ok(false);
+                }
+                i += 1;
+                continue;
+            }
+            // The valid events up to the next invalid one; after them the
+            // cursor moves to `cut` of this run.
+            let stop = invalid[i..]
+                .iter()
+                .position(Option::is_some)
+                .map_or(todo.len(), |k| i + k);
+            let cut = todo.get(stop).map(|it| it.offset).unwrap_or(cut);
+            let rest = &todo[i..stop];
             let batched = self.single_mode == 0 && rest.len() > 1 && self.instance()?.batched();
             if !batched {
                 self.single_mode = self.single_mode.saturating_sub(1);
@@ -137,6 +175,24 @@ impl Worker {
             }
         }
         Ok(true)
+    }
+
+    /// Per event of `todo`: why it fails its type's schema, where the
+    /// topic's policy dead-letters it (`warn` logs it and lets it through).
+    fn schema_failures(&self, topic: &str, todo: &[Item<'_>]) -> Vec<Option<String>> {
+        let schemas = &self.cx.schemas;
+        let policy = schemas.policy(topic);
+        todo.iter()
+            .map(|it| {
+                let v = schemas.validate(Stage::Input, it.ev.ty, it.ev.dataschema, it.ev.data);
+                let why = v.reason(it.ev.ty)?;
+                if policy == Policy::Warn {
+                    tracing::warn!(module = %self.module.name, topic, offset = it.offset, id = %clip(it.ev.id, 256), "event fails its schema (policy warn: processed anyway): {why}");
+                    return None;
+                }
+                Some(why)
+            })
+            .collect()
     }
 
     /// With tracing on, a span for each of `items` (the child of its
@@ -210,10 +266,7 @@ impl Worker {
                         .collect();
                     for (i, kind, why) in inst.txn().poisoned() {
                         if let Some(r) = results.get_mut(*i) {
-                            *r = Err(Attempt::Trapped(Trapped {
-                                kind: TrapKind::of_limit(kind),
-                                message: why.clone(),
-                            }));
+                            *r = Err(poisoned(kind, why));
                         }
                     }
                     Ok(results)
@@ -286,6 +339,8 @@ impl Worker {
                         (FailureClass::Reject, m, false)
                     }
                     Attempt::Failed(GuestFailure::Retry(m)) => (FailureClass::Retry, m, true),
+                    // The same output is invalid again on every attempt.
+                    Attempt::Invalid(m) => (FailureClass::Schema, m, false),
                     // A limit is hit again by every attempt: never retried.
                     Attempt::Trapped(t) => {
                         let limit = matches!(
@@ -323,20 +378,21 @@ impl Worker {
             let started = Instant::now();
             let called = inst.call_one(&item.ev);
             wasm.record(started.elapsed().as_secs_f64());
-            let r = match called {
-                Ok(r) => match inst.txn().poisoned().first() {
-                    Some((_, kind, why)) => Err(Trapped {
-                        kind: TrapKind::of_limit(kind),
-                        message: why.clone(),
-                    }),
-                    None => Ok(r),
-                },
-                Err(t) => Err(t),
+            let hit = inst
+                .txn()
+                .poisoned()
+                .first()
+                .map(|(_, kind, why)| poisoned(kind, why));
+            let r = match (called, hit) {
+                (Err(trap), _) => Err(Attempt::Trapped(trap)),
+                (Ok(_), Some(hit)) => Err(hit),
+                (Ok(Ok(())), None) => Ok(()),
+                (Ok(Err(f)), None) => Err(Attempt::Failed(f)),
             };
             inst.txn().take_store_error()?;
             *attempts += 1;
             let r = match r {
-                Ok(Ok(())) => {
+                Ok(()) => {
                     return Ok(
                         match self.commit_effects(topic, p, std::slice::from_ref(item), next)? {
                             true => Single::Done,
@@ -344,11 +400,13 @@ impl Worker {
                         },
                     );
                 }
-                Ok(Err(f)) => Attempt::Failed(f),
-                Err(trap) => Attempt::Trapped(trap),
+                Err(attempt) => attempt,
             };
             first_failure_ms.get_or_insert_with(now_ms);
             match &r {
+                Attempt::Invalid(why) => {
+                    tracing::debug!(module = %self.module.name, id = %clip(item.ev.id, 256), "an output fails its schema: {why}");
+                }
                 Attempt::Failed(f) => {
                     tracing::debug!(module = %self.module.name, id = %clip(item.ev.id, 256), attempts, failure = %clip(&format!("{f:?}"), 1024), "event failed");
                 }

@@ -54,6 +54,8 @@ pub struct Context {
     pub system: &'static str,
     /// On Kafka, module `m` consumes in group `<group_prefix><m>`.
     pub group_prefix: Option<String>,
+    /// Event schemas: inputs and outputs are validated against them.
+    pub schemas: Arc<crate::schema::Registry>,
 }
 
 /// What a module is doing, as `sluice modules` shows it.
@@ -146,17 +148,20 @@ pub enum FailureClass {
     Trap(TrapKind),
     /// The record is not an event.
     Undecodable,
+    /// The event, or an event the module emitted for it, fails its type's schema.
+    Schema,
 }
 
 impl FailureClass {
     /// Every class: the module's own verdicts, undecodable input, then each trap kind.
-    pub const ALL: [FailureClass; 3 + TrapKind::ALL.len()] = {
-        let mut all = [FailureClass::Reject; 3 + TrapKind::ALL.len()];
+    pub const ALL: [FailureClass; 4 + TrapKind::ALL.len()] = {
+        let mut all = [FailureClass::Reject; 4 + TrapKind::ALL.len()];
         all[1] = FailureClass::Retry;
         all[2] = FailureClass::Undecodable;
+        all[3] = FailureClass::Schema;
         let mut i = 0;
         while i < TrapKind::ALL.len() {
-            all[3 + i] = FailureClass::Trap(TrapKind::ALL[i]);
+            all[4 + i] = FailureClass::Trap(TrapKind::ALL[i]);
             i += 1;
         }
         all
@@ -168,7 +173,8 @@ impl FailureClass {
             FailureClass::Reject => 0,
             FailureClass::Retry => 1,
             FailureClass::Undecodable => 2,
-            FailureClass::Trap(kind) => 3 + kind as usize,
+            FailureClass::Schema => 3,
+            FailureClass::Trap(kind) => 4 + kind as usize,
         }
     }
 
@@ -179,6 +185,7 @@ impl FailureClass {
             FailureClass::Retry => "retry",
             FailureClass::Trap(kind) => kind.as_str(),
             FailureClass::Undecodable => "undecodable",
+            FailureClass::Schema => "schema",
         }
     }
 }

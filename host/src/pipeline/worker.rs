@@ -207,7 +207,19 @@ impl Worker {
                 max_state_value: limits.max_state_value,
                 max_state_writes: limits.max_state_writes,
             },
-        );
+        )
+        .check_outputs({
+            let schemas = self.cx.schemas.clone();
+            std::sync::Arc::new(move |ty: &str, data: &[u8]| {
+                match schemas
+                    .validate(crate::schema::Stage::Output, ty, None, data)
+                    .reason(ty)
+                {
+                    Some(why) => Err(why),
+                    None => Ok(()),
+                }
+            })
+        });
         self.cx
             .runtime
             .instantiate(&self.module.loaded, self.module.ctx.clone(), txn)

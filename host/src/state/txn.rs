@@ -40,6 +40,9 @@ pub struct Emitted {
     pub out: OwnedEvent,
 }
 
+/// Checks one output: `Err(why)` when its type's schema refuses its data.
+pub type OutputCheck = Arc<dyn Fn(&str, &[u8]) -> Result<(), String> + Send + Sync>;
+
 /// A limit an event exceeded (reported to the guest as an error string; counted).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LimitHit {
@@ -48,6 +51,8 @@ pub enum LimitHit {
     StateValue,
     StateWrites,
     UndeclaredTopic(String),
+    /// An output its type's schema refuses (why, as JSON).
+    Invalid(String),
 }
 
 impl LimitHit {
@@ -57,6 +62,7 @@ impl LimitHit {
             LimitHit::Emits | LimitHit::EmitBytes => Some("output"),
             LimitHit::StateValue | LimitHit::StateWrites => Some("state"),
             LimitHit::UndeclaredTopic(_) => None,
+            LimitHit::Invalid(_) => Some("schema"),
         }
     }
 }
@@ -86,6 +92,7 @@ impl std::fmt::Display for LimitHit {
                 f,
                 "topic `{t}` is not declared under [[produce]] in the manifest"
             ),
+            LimitHit::Invalid(why) => write!(f, "an emitted event fails its schema: {why}"),
         }
     }
 }
@@ -122,6 +129,8 @@ pub struct Txn {
     /// Events that exceeded a resource limit: they fail whatever the guest
     /// returns, with the limit's kind (`output` or `state`).
     poisoned: Vec<(usize, &'static str, String)>,
+    /// Validates each output (type, data) before it is kept.
+    check_output: Option<OutputCheck>,
 }
 
 impl Txn {
@@ -152,7 +161,15 @@ impl Txn {
             next_event: 0,
             protocol_error: None,
             poisoned: Vec::new(),
+            check_output: None,
         }
+    }
+
+    /// Validate every output with `check` (its type and data) as it is
+    /// emitted: an invalid one fails its event with class `schema`.
+    pub fn check_outputs(mut self, check: OutputCheck) -> Txn {
+        self.check_output = Some(check);
+        self
     }
 
     /// Start a batch of events from one partition.
@@ -402,6 +419,11 @@ impl Txn {
             partition: 0,
             offset: 0,
         };
+        if let Some(check) = &self.check_output
+            && let Err(why) = check(&out.ty, &out.data)
+        {
+            return Err(self.limit(LimitHit::Invalid(why)));
+        }
         self.emitted.push(Emitted {
             event: self.current,
             out,

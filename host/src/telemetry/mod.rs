@@ -42,8 +42,9 @@ pub struct Telemetry {
     /// Samples in the lag window.
     window: usize,
     seen: RwLock<Seen>,
-    /// HTTP ingest counters, touched by the sampler so an idle one is kept.
-    ingest: Mutex<BTreeMap<(&'static str, String), metrics::Counter>>,
+    /// Counters of things that happen now and then (HTTP ingest, schema
+    /// failures), touched by the sampler so an idle one is kept.
+    counted: Mutex<BTreeMap<(&'static str, Vec<String>), metrics::Counter>>,
 }
 
 /// What the sampler saw last, per module.
@@ -97,7 +98,7 @@ impl Telemetry {
             tracer: trace::Tracer::new(config)?,
             window,
             seen: RwLock::default(),
-            ingest: Mutex::default(),
+            counted: Mutex::default(),
         })
     }
 
@@ -108,7 +109,7 @@ impl Telemetry {
             tracer: trace::Tracer::off(),
             window: 10,
             seen: RwLock::default(),
-            ingest: Mutex::default(),
+            counted: Mutex::default(),
         }
     }
 
@@ -150,8 +151,8 @@ impl Telemetry {
     /// Count an HTTP ingest request answered with `code`.
     pub fn ingest_request(&self, code: u16) {
         self.count(
-            ("sluice_ingest_requests_total", "code"),
-            &code.to_string(),
+            "sluice_ingest_requests_total",
+            &[("code", &code.to_string())],
             1,
         );
     }
@@ -159,21 +160,23 @@ impl Telemetry {
     /// Count `events` HTTP ingest added to `topic`.
     pub fn ingest_events(&self, topic: &str, events: usize) {
         self.count(
-            ("sluice_ingest_events_total", "topic"),
-            topic,
+            "sluice_ingest_events_total",
+            &[("topic", topic)],
             events as u64,
         );
     }
 
-    fn count(&self, (name, label): (&'static str, &'static str), value: &str, n: u64) {
+    /// Add `n` to counter `name` with `labels` (kept while idle).
+    pub fn count(&self, name: &'static str, labels: &[(&'static str, &str)], n: u64) {
         if !self.prom.enabled() {
             return;
         }
-        self.ingest
+        let key = (name, labels.iter().map(|(_, v)| v.to_string()).collect());
+        self.counted
             .lock()
             .unwrap()
-            .entry((name, value.to_string()))
-            .or_insert_with(|| self.prom.counter(name, &[(label, value)]))
+            .entry(key)
+            .or_insert_with(|| self.prom.counter(name, labels))
             .increment(n);
     }
 }

@@ -84,6 +84,10 @@ pub const COUNTERS: &[(&str, &str)] = &[
         "sluice_ingest_events_total",
         "Events accepted by HTTP ingest, by topic.",
     ),
+    (
+        "sluice_schema_failures_total",
+        "Events that failed their type's schema, by type, version and stage (ingest, input, output).",
+    ),
 ];
 
 /// Gauges: name, help.

@@ -181,7 +181,7 @@ impl Sampler {
             &[("version", env!("CARGO_PKG_VERSION"))],
         )
         .set(1.0);
-        for c in svc.telemetry().ingest.lock().unwrap().values() {
+        for c in svc.telemetry().counted.lock().unwrap().values() {
             c.increment(0);
         }
         prom.upkeep();
