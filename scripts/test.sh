@@ -29,5 +29,8 @@ scripts/guest-tools.sh install
 # by puppeteer-core pinned in tests/browser/.
 scripts/check-observability.sh
 scripts/browser-tools.sh install
+# The registry test drives the host with confluent-kafka's own
+# SchemaRegistryClient (PyPI, pinned with hashes in tests/registry/).
+scripts/registry-tools.sh install
 . scripts/env.sh
 cargo test --release --workspace "$@"
