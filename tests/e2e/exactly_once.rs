@@ -541,6 +541,7 @@ fn rig(
         telemetry: std::sync::Arc::new(sluice::telemetry::Telemetry::off()),
         system: "sluice",
         group_prefix: None,
+        schemas: std::sync::Arc::new(sluice::schema::Registry::empty(store.clone())),
     };
     let pipeline = sluice::pipeline::Pipeline::start(
         cx,

@@ -8,6 +8,7 @@ mod dlq;
 mod duplicates;
 mod exactly_once;
 mod failures;
+mod governance;
 mod kafka;
 mod kafka_exactly_once;
 mod kafka_restart;

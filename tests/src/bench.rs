@@ -131,3 +131,87 @@ pub fn full_path_cpu(module: &str, evs: &[OwnedEvent], tune: impl Fn(&mut HostCo
     svc.shutdown();
     Run { wall, pipeline_cpu }
 }
+
+/// What a variant changes in the host config.
+pub type Tune = Box<dyn Fn(&mut HostConfig)>;
+
+/// Rounds (`SLUICE_BENCH_ROUNDS`, default 5).
+fn rounds() -> usize {
+    std::env::var("SLUICE_BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5)
+}
+
+/// Compare `variants` of the host config on the full path of each of
+/// `modules` over `evs`, the first variant being the baseline, and print a
+/// Markdown table: throughput (best round) and the pipeline threads' CPU
+/// per event (median round), each with its ratio to the baseline.
+///
+/// Each measurement runs in a process of its own (this binary again, with
+/// `SLUICE_BENCH_ONLY=<module>:<variant>`, which makes this function run
+/// that one and print its figures): run one after another in one process, a
+/// variant inherited the threads and allocator state of the hosts before it
+/// and the order showed in the figures. Variants alternate within each
+/// round, each round starting with the next one, so that a noisy neighbour
+/// slows all of them and none always follows the heaviest.
+pub fn compare(modules: &[&str], variants: &[(&str, Tune)], evs: &[OwnedEvent]) {
+    let n = evs.len();
+    if let Ok(only) = std::env::var("SLUICE_BENCH_ONLY") {
+        let (module, i) = only.split_once(':').expect("<module>:<variant index>");
+        let (_, tune) = &variants[i.parse::<usize>().unwrap()];
+        let run = full_path_cpu(module, evs, tune);
+        println!(
+            "{:.0} {:.0}",
+            rate(n, run.wall),
+            run.pipeline_cpu.as_nanos() as f64 / n as f64
+        );
+        return;
+    }
+    println!(
+        "| module | variant | events/s (best) | slower than the first | pipeline CPU ns/event (median) | vs the first |"
+    );
+    println!("|---|---|---:|---:|---:|---:|");
+    for module in modules {
+        let mut best = vec![0f64; variants.len()];
+        let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+        for r in 0..rounds() {
+            for k in 0..variants.len() {
+                let i = (r + k) % variants.len();
+                let [rate, own] = measure(module, i);
+                best[i] = best[i].max(rate);
+                cpu[i].push(own);
+            }
+        }
+        let cpu: Vec<f64> = cpu.into_iter().map(median).collect();
+        for (i, (label, _)) in variants.iter().enumerate() {
+            println!(
+                "| {module} | {label} | {:.0} | {:.3} | {:.0} | {:.3} |",
+                best[i],
+                best[0] / best[i],
+                cpu[i],
+                cpu[i] / cpu[0],
+            );
+        }
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Events per second and pipeline CPU nanoseconds per event of one run of
+/// `module` with variant `i`, in a process of its own.
+fn measure(module: &str, i: usize) -> [f64; 2] {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .arg("--bench")
+        .env("SLUICE_BENCH_ONLY", format!("{module}:{i}"))
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{module}:{i} failed");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut fields = text.split_whitespace().map(|f| f.parse::<f64>().unwrap());
+    [(); 2].map(|_| fields.next().unwrap())
+}

@@ -1,0 +1,402 @@
+//! Event governance end to end: events validated against their type's
+//! schema at HTTP ingest, when modules read them and when modules emit
+//! them (on the embedded log and on Kafka); modules whose contracts no
+//! schema satisfies refused at deploy; a schema change that would break a
+//! deployed module's contract refused; `sluice schema check` on a breaking
+//! change and on the examples.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sluice_tests::obs::{metric, repo, scrape};
+use sluice_tests::{
+    HostProc, TOKEN, api, component_bytes, deploy_body, manifest_text, stage, wait_for,
+};
+
+/// A copy of the quickstart's schemas in `dir`, where order.large admits
+/// amounts up to 100000 only (so the filter can emit an invalid output).
+fn schemas_in(dir: &Path) -> PathBuf {
+    let to = dir.join("schemas");
+    copy_dir(&repo().join("examples/quickstart/schemas"), &to);
+    let large = to.join("order.large/1.json");
+    let mut s: Value = serde_json::from_slice(&std::fs::read(&large).unwrap()).unwrap();
+    s["properties"]["amount"]["maximum"] = json!(100000);
+    std::fs::write(&large, s.to_string()).unwrap();
+    to
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+fn order(id: &str, customer: &str, amount: Value) -> Value {
+    json!({"specversion": "1.0", "id": id, "source": "/shop", "type": "order.created",
+           "partitionkey": customer, "data": {"order_id": id, "customer": customer, "amount": amount}})
+}
+
+/// A host with the quickstart's schemas (as [`schemas_in`] changes them)
+/// in `<host dir>/schemas`, `orders` with policy `dead-letter`, `strict`
+/// with the default (`reject`), and the filter and the aggregator.
+fn governed_host(kafka: &str) -> HostProc {
+    let extra = format!(
+        "{kafka}[schemas]\ndir = \"schemas\"\n\
+         [[topics]]\nname = \"orders\"\npartitions = 2\nschema-policy = \"dead-letter\"\n\
+         [[topics]]\nname = \"strict\"\npartitions = 1\n"
+    );
+    HostProc::start(&extra, |m| {
+        schemas_in(m.parent().unwrap());
+        stage(m, &["filter", "aggregator"]);
+    })
+}
+
+/// Dead letters of `module` (from its dead-letter topic).
+fn dead_letters(host: &HostProc, module: &str) -> Vec<Value> {
+    host.get(&format!("/v1/modules/{module}/dlq/events?limit=100"))["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn validation_scenario(kafka: &str) {
+    let host = governed_host(kafka);
+    // A topic whose policy is `reject` (the default): 400, naming the
+    // event, the version and the pointer; nothing is appended.
+    let (code, body) = api(
+        &host.addr,
+        "POST",
+        "/v1/topics/strict/events",
+        Some(&json!([
+            order("s-1", "c1", json!(5)),
+            order("s-2", "c1", json!("many"))
+        ])),
+        Some(TOKEN),
+    );
+    assert_eq!(code, 400, "{body}");
+    assert_eq!(body["index"], 1, "{body}");
+    assert_eq!(body["violations"][0]["pointer"], "/amount", "{body}");
+    let msg = body["error"].as_str().unwrap();
+    assert!(
+        msg.contains("order.created") && msg.contains("version 1"),
+        "{msg}"
+    );
+    assert!(host.read_all("strict").is_empty());
+
+    // On `orders` (policy dead-letter) an invalid event is accepted and
+    // every module reading it dead-letters it, class `schema`, with the
+    // pointer; an order whose output is invalid fails at the filter only;
+    // everything else is applied.
+    let events = json!([
+        order("o-1", "c1", json!(20000)),
+        order("o-2", "c2", json!(-3)),
+        order("o-3", "c1", json!(500000)),
+        order("o-4", "c2", json!(30000)),
+    ]);
+    host.produce("orders", &events);
+    host.wait_caught_up("filter", Duration::from_secs(60));
+    host.wait_caught_up("aggregator", Duration::from_secs(60));
+    let filter = host.module("filter");
+    let aggregator = host.module("aggregator");
+    assert_eq!(filter.status.name(), "running");
+    assert_eq!(aggregator.status.name(), "running");
+    let fm = filter.metrics.unwrap();
+    let am = aggregator.metrics.unwrap();
+    assert_eq!((fm.applied, fm.dead_letters), (2, 2), "{fm:?}");
+    assert_eq!((am.applied, am.dead_letters), (3, 1), "{am:?}");
+    assert_eq!(fm.failures["schema"], 2);
+    assert_eq!(am.failures["schema"], 1);
+
+    let fd = wait_for(
+        Duration::from_secs(30),
+        "the filter's 2 dead letters",
+        || {
+            let d = dead_letters(&host, "filter");
+            (d.len() == 2).then_some(d)
+        },
+    );
+    let by_id = |d: &[Value], id: &str| {
+        d.iter()
+            .find(|e| e["id"] == id)
+            .unwrap_or_else(|| panic!("no dead letter {id} in {d:?}"))
+            .clone()
+    };
+    let bad_input = by_id(&fd, "o-2");
+    assert_eq!(bad_input["headers"]["sluice.dlq.class"], "schema");
+    let why: Value =
+        serde_json::from_str(bad_input["headers"]["sluice.dlq.message"].as_str().unwrap()).unwrap();
+    assert_eq!(why["type"], "order.created");
+    assert_eq!(why["version"], 1);
+    assert_eq!(why["violations"][0]["pointer"], "/amount", "{why}");
+    let bad_output = by_id(&fd, "o-3");
+    assert_eq!(bad_output["headers"]["sluice.dlq.class"], "schema");
+    let why = bad_output["headers"]["sluice.dlq.message"]
+        .as_str()
+        .unwrap();
+    assert!(
+        why.contains("order.large") && why.contains("/amount"),
+        "{why}"
+    );
+    let ad = wait_for(
+        Duration::from_secs(30),
+        "the aggregator's dead letter",
+        || {
+            let d = dead_letters(&host, "aggregator");
+            (d.len() == 1).then_some(d)
+        },
+    );
+    assert_eq!(ad[0]["id"], "o-2");
+    // Outputs: only the valid ones.
+    let large: Vec<String> = host
+        .read_all("large-orders")
+        .iter()
+        .map(|e| e["data"]["order_id"].as_str().unwrap().to_string())
+        .collect();
+    let mut large = large;
+    large.sort();
+    assert_eq!(large, ["o-1", "o-4"]);
+    // Counted per type, version and stage.
+    let text = wait_for(
+        Duration::from_secs(30),
+        "schema failures on /metrics",
+        || {
+            let t = scrape(&host.addr);
+            let input = [
+                ("type", "order.created"),
+                ("version", "1"),
+                ("stage", "input"),
+            ];
+            (metric(&t, "sluice_schema_failures_total", &input) == Some(2.0)).then_some(t)
+        },
+    );
+    let ingest = [
+        ("type", "order.created"),
+        ("version", "1"),
+        ("stage", "ingest"),
+    ];
+    assert_eq!(
+        metric(&text, "sluice_schema_failures_total", &ingest),
+        Some(1.0)
+    );
+    let output = [
+        ("type", "order.large"),
+        ("version", "1"),
+        ("stage", "output"),
+    ];
+    assert!(metric(&text, "sluice_schema_failures_total", &output).unwrap() >= 1.0);
+}
+
+#[test]
+fn events_are_validated_at_ingest_on_input_and_on_output() {
+    validation_scenario("");
+}
+
+#[test]
+fn kafka_events_are_validated_at_ingest_on_input_and_on_output() {
+    let broker = sluice_tests::kafka::Broker::start(sluice_tests::kafka::Storage::Memory);
+    validation_scenario(&broker.host_config());
+}
+
+#[test]
+fn deploys_and_schema_changes_that_break_a_contract_are_refused() {
+    let host = governed_host("");
+    // A consumer no registered version satisfies.
+    let manifest = manifest_text(
+        "aggregator",
+        Some("wants-v7"),
+        None,
+        "[[consumes]]\ntype = \"order.created\"\nversions = [7]\n",
+    );
+    let (code, body) = api(
+        &host.addr,
+        "POST",
+        "/v1/modules",
+        Some(&deploy_body(&manifest, &component_bytes("aggregator"))),
+        Some(TOKEN),
+    );
+    assert_eq!(code, 422, "{body}");
+    let e = body["error"].as_str().unwrap();
+    assert!(
+        e.contains("`wants-v7`") && e.contains("order.created") && e.contains("versions 7"),
+        "{e}"
+    );
+    // A contract a registered version can violate: `amount` as a string.
+    let manifest = manifest_text("aggregator", Some("wants-text"), None, "").replace(
+        "[consumes.contract.properties.amount]\ntype = \"integer\"",
+        "[consumes.contract.properties.amount]\ntype = \"string\"",
+    );
+    let (code, body) = api(
+        &host.addr,
+        "POST",
+        "/v1/modules",
+        Some(&deploy_body(&manifest, &component_bytes("aggregator"))),
+        Some(TOKEN),
+    );
+    assert_eq!(code, 422, "{body}");
+    let e = body["error"].as_str().unwrap();
+    assert!(
+        e.contains("`wants-text`")
+            && e.contains("version 1 of `order.created`")
+            && e.contains("/properties/amount"),
+        "{e}"
+    );
+    assert!(!host.modules().iter().any(|m| m.name.starts_with("wants")));
+
+    // order.created v2 widens amount to any number: BACKWARD compatible,
+    // but the deployed aggregator reads integers: refused, naming it.
+    let dir = host.dir.path().join("schemas");
+    let mut v2: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("order.created/1.json")).unwrap()).unwrap();
+    v2["properties"]["amount"] = json!({"type": "number", "minimum": 0});
+    std::fs::write(dir.join("order.created/2.json"), v2.to_string()).unwrap();
+    let refused = wait_for(Duration::from_secs(30), "the refusal of version 2", || {
+        let s = host.get("/v1/schemas");
+        let r = s["refused"]
+            .as_object()?
+            .iter()
+            .find(|(f, _)| f.ends_with("order.created/2.json"))?
+            .1
+            .clone();
+        Some(r.as_str()?.to_string())
+    });
+    assert!(
+        refused.contains("aggregator") && refused.contains("/properties/amount"),
+        "{refused}"
+    );
+    let s = host.get("/v1/schemas");
+    let created = s["types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "order.created")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        created["versions"].as_array().unwrap().len(),
+        1,
+        "{created}"
+    );
+}
+
+#[test]
+fn schema_check_names_a_breaking_change_and_passes_on_the_examples() {
+    let examples = repo().join("examples/quickstart/schemas");
+    let ok = sluice_tests::sluice(
+        &[
+            "schema".into(),
+            "check".into(),
+            "--dir".into(),
+            examples.display().to_string(),
+            "--manifest".into(),
+            repo().join("modules/filter").display().to_string(),
+            "--manifest".into(),
+            repo().join("modules/aggregator").display().to_string(),
+            "--manifest".into(),
+            repo().join("modules/router").display().to_string(),
+        ],
+        None,
+    );
+    assert!(ok.ok, "{}{}", ok.stdout, ok.stderr);
+    assert!(ok.stdout.contains("ok: 5 event types"), "{}", ok.stdout);
+
+    // A fixture with a breaking version 2: amount narrowed to a string.
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("schemas");
+    copy_dir(&examples, &dir);
+    let mut v2: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("order.created/1.json")).unwrap()).unwrap();
+    v2["properties"]["amount"] = json!({"type": "string"});
+    v2["examples"] = json!([{"order_id": "o-1", "customer": "bob", "amount": "10000"}]);
+    std::fs::write(dir.join("order.created/2.json"), v2.to_string()).unwrap();
+    let bad = sluice_tests::sluice(
+        &[
+            "schema".to_string(),
+            "check".into(),
+            "--dir".into(),
+            dir.display().to_string(),
+            "--against".into(),
+            examples.display().to_string(),
+        ],
+        None,
+    );
+    assert!(!bad.ok, "a breaking change passed: {}", bad.stdout);
+    let line = bad
+        .stdout
+        .lines()
+        .find(|l| l.contains("order.created/2.json"))
+        .unwrap_or_else(|| panic!("{}", bad.stdout));
+    assert!(
+        line.contains("BACKWARD") && line.contains("/properties/amount"),
+        "{line}"
+    );
+    assert!(bad.stderr.contains("problems in"), "{}", bad.stderr);
+}
+
+#[test]
+fn the_confluent_client_registers_fetches_and_tests_compatibility() {
+    let host = governed_host("");
+    let tools = std::process::Command::new(repo().join("scripts/registry-tools.sh"))
+        .arg("dir")
+        .output()
+        .unwrap();
+    assert!(
+        tools.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tools.stderr)
+    );
+    let venv = PathBuf::from(String::from_utf8(tools.stdout).unwrap().trim()).join("venv");
+    let out = std::process::Command::new(venv.join("bin/python"))
+        .arg(repo().join("tests/registry/client.py"))
+        .arg(&host.addr)
+        .arg(TOKEN)
+        .arg("shop.refund.issued")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(r["latest_version"], 2, "{r}");
+    assert_ne!(r["v1_id"], r["v2_id"], "{r}");
+    assert_eq!(r["fetched_equal"], true, "{r}");
+    assert_eq!(r["compatible_ok"], true, "{r}");
+    assert_eq!(r["incompatible_ok"], false, "{r}");
+    assert_eq!(r["incompatible_register_status"], 409, "{r}");
+    assert!(
+        r["subjects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s == "shop.refund.issued"),
+        "{r}"
+    );
+    // The host's own view: the type and both versions, kept.
+    let s = host.get("/v1/schemas");
+    let t = s["types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "shop.refund.issued")
+        .unwrap_or_else(|| panic!("{s}"))
+        .clone();
+    assert_eq!(t["versions"].as_array().unwrap().len(), 2, "{t}");
+    // A client without the token may read, not register.
+    let (code, _) = api(
+        &host.addr,
+        "POST",
+        "/subjects/shop.refund.issued/versions",
+        Some(&json!({"schema": "{}", "schemaType": "JSON"})),
+        None,
+    );
+    assert_eq!(code, 401);
+}
