@@ -204,43 +204,44 @@ fn kafka_events_are_validated_at_ingest_on_input_and_on_output() {
     validation_scenario(&broker.host_config());
 }
 
-#[test]
-fn deploys_and_schema_changes_that_break_a_contract_are_refused() {
-    let host = governed_host("");
-    // A consumer no registered version satisfies.
-    let manifest = manifest_text(
-        "aggregator",
-        Some("wants-v7"),
-        None,
-        "[[consumes]]\ntype = \"order.created\"\nversions = [7]\n",
-    );
+/// Deploy the aggregator's component with `manifest`; the refusal's message.
+fn refused_deploy(host: &HostProc, manifest: &str) -> String {
     let (code, body) = api(
         &host.addr,
         "POST",
         "/v1/modules",
-        Some(&deploy_body(&manifest, &component_bytes("aggregator"))),
+        Some(&deploy_body(manifest, &component_bytes("aggregator"))),
         Some(TOKEN),
     );
     assert_eq!(code, 422, "{body}");
-    let e = body["error"].as_str().unwrap();
+    body["error"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn deploys_and_schema_changes_that_break_a_contract_are_refused() {
+    let host = governed_host("");
+    // A consumer no registered version satisfies.
+    let e = refused_deploy(
+        &host,
+        &manifest_text(
+            "aggregator",
+            Some("wants-v7"),
+            None,
+            "[[consumes]]\ntype = \"order.created\"\nversions = [7]\n",
+        ),
+    );
     assert!(
         e.contains("`wants-v7`") && e.contains("order.created") && e.contains("versions 7"),
         "{e}"
     );
     // A contract a registered version can violate: `amount` as a string.
-    let manifest = manifest_text("aggregator", Some("wants-text"), None, "").replace(
-        "[consumes.contract.properties.amount]\ntype = \"integer\"",
-        "[consumes.contract.properties.amount]\ntype = \"string\"",
+    let e = refused_deploy(
+        &host,
+        &manifest_text("aggregator", Some("wants-text"), None, "").replace(
+            "[consumes.contract.properties.amount]\ntype = \"integer\"",
+            "[consumes.contract.properties.amount]\ntype = \"string\"",
+        ),
     );
-    let (code, body) = api(
-        &host.addr,
-        "POST",
-        "/v1/modules",
-        Some(&deploy_body(&manifest, &component_bytes("aggregator"))),
-        Some(TOKEN),
-    );
-    assert_eq!(code, 422, "{body}");
-    let e = body["error"].as_str().unwrap();
     assert!(
         e.contains("`wants-text`")
             && e.contains("version 1 of `order.created`")
@@ -269,6 +270,36 @@ fn deploys_and_schema_changes_that_break_a_contract_are_refused() {
     assert!(
         refused.contains("aggregator") && refused.contains("/properties/amount"),
         "{refused}"
+    );
+    // `sluice schema check` against the running host: a tree whose version 1
+    // differs from what the host registered is refused.
+    let d = tempfile::tempdir().unwrap();
+    let tree = d.path().join("schemas");
+    copy_dir(&dir, &tree);
+    std::fs::remove_file(tree.join("order.created/2.json")).unwrap();
+    let mut v1: Value =
+        serde_json::from_slice(&std::fs::read(tree.join("order.created/1.json")).unwrap()).unwrap();
+    v1["description"] = json!("edited after release");
+    std::fs::write(tree.join("order.created/1.json"), v1.to_string()).unwrap();
+    let tree_arg = tree.display().to_string();
+    let check = sluice_tests::sluice(
+        &[
+            "schema",
+            "check",
+            "--dir",
+            tree_arg.as_str(),
+            "--against",
+            host.addr.as_str(),
+        ],
+        None,
+    );
+    assert!(!check.ok, "{}", check.stdout);
+    assert!(
+        check
+            .stdout
+            .contains("version 1 was released and has changed"),
+        "{}",
+        check.stdout
     );
     let s = host.get("/v1/schemas");
     let created = s["types"]
@@ -352,20 +383,13 @@ fn the_confluent_client_registers_fetches_and_tests_compatibility() {
         String::from_utf8_lossy(&tools.stderr)
     );
     let venv = PathBuf::from(String::from_utf8(tools.stdout).unwrap().trim()).join("venv");
-    let out = std::process::Command::new(venv.join("bin/python"))
-        .arg(repo().join("tests/registry/client.py"))
-        .arg(&host.addr)
-        .arg(TOKEN)
-        .arg("shop.refund.issued")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
+    let r = sluice_tests::obs::json_line(
+        std::process::Command::new(venv.join("bin/python"))
+            .arg(repo().join("tests/registry/client.py"))
+            .arg(&host.addr)
+            .arg(TOKEN)
+            .arg("shop.refund.issued"),
     );
-    let r: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     assert_eq!(r["latest_version"], 2, "{r}");
     assert_ne!(r["v1_id"], r["v2_id"], "{r}");
     assert_eq!(r["fetched_equal"], true, "{r}");

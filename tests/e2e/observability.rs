@@ -487,21 +487,14 @@ fn the_dashboard_in_a_real_browser_shows_what_metrics_say() {
     let tools = String::from_utf8(tools.stdout).unwrap().trim().to_string();
     let shot = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
     let _ = std::fs::remove_file(&shot);
-    let out = Command::new("node")
-        .arg(repo().join("tests/browser/dashboard.mjs"))
-        .arg(format!("{}/", host.addr))
-        .arg(&shot)
-        .env("SLUICE_BROWSER_TOOLS", &tools)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
+    let page = sluice_tests::obs::json_line(
+        Command::new("node")
+            .arg(repo().join("tests/browser/dashboard.mjs"))
+            .arg(format!("{}/", host.addr))
+            .arg(&shot)
+            .env("SLUICE_BROWSER_TOOLS", &tools)
+            .stdin(Stdio::null()),
     );
-    let page: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     assert_eq!(page["console_errors"], json!([]), "{page}");
     let shown: BTreeMap<String, Value> = page["modules"]
         .as_array()

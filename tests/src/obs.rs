@@ -69,6 +69,21 @@ impl Drop for ChildGuard {
     }
 }
 
+/// Run a driver script that prints its findings as one JSON line last;
+/// panic with its output if it fails.
+pub fn json_line(cmd: &mut std::process::Command) -> serde_json::Value {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last)
+        .unwrap_or_else(|e| panic!("{cmd:?} printed no JSON line ({e}): {stdout}"))
+}
+
 /// A command every observability test needs, or a panic saying how to get it.
 pub fn tool(name: &str, how: &str) -> PathBuf {
     let found = std::env::var_os("PATH").and_then(|paths| {

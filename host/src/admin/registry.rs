@@ -94,6 +94,15 @@ impl Body {
     }
 }
 
+/// A version as the API shows it.
+fn shown(s: &str, v: &crate::schema::Version) -> Response {
+    Json(json!({
+        "subject": s, "version": v.version, "id": v.id,
+        "schemaType": "JSON", "schema": v.schema.to_string(),
+    }))
+    .into_response()
+}
+
 pub(super) async fn subjects(State(svc): State<Arc<Service>>) -> Response {
     let names: Vec<String> = svc
         .schemas()
@@ -116,11 +125,7 @@ pub(super) async fn version(
     Path((s, v)): Path<(String, String)>,
 ) -> Response {
     match svc.schemas().subject_version(&s, &v) {
-        Ok(ver) => Json(json!({
-            "subject": s, "version": ver.version, "id": ver.id,
-            "schemaType": "JSON", "schema": ver.schema.to_string(),
-        }))
-        .into_response(),
+        Ok(ver) => shown(&s, &ver),
         Err(m) => missing(m),
     }
 }
@@ -152,11 +157,7 @@ pub(super) async fn lookup(
         Err(r) => return r.into_response(),
     };
     match svc.schemas().lookup(&s, &schema) {
-        Ok(Some(v)) => Json(json!({
-            "subject": s, "version": v.version, "id": v.id,
-            "schemaType": "JSON", "schema": v.schema.to_string(),
-        }))
-        .into_response(),
+        Ok(Some(v)) => shown(&s, &v),
         Ok(None) => fail(StatusCode::NOT_FOUND, 40403, "Schema not found"),
         Err(m) => missing(m),
     }

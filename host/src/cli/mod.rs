@@ -253,7 +253,9 @@ pub enum SchemaCommand {
         /// The schema repository (`<type>/type.toml`, `<type>/<version>.json`).
         #[arg(long, default_value = "schemas")]
         dir: PathBuf,
-        /// What was released: a directory, or `git:<ref>` (e.g. `git:origin/main`).
+        /// What was released: a directory, `git:<ref>` (e.g. `git:origin/main`),
+        /// or a running host's address (what it has registered; the token
+        /// from SLUICE_API_TOKEN if its reads need one).
         #[arg(long)]
         against: Option<String>,
         /// A module directory or module.toml whose `[[consumes]]` and

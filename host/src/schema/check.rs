@@ -5,8 +5,8 @@
 //!    every object it describes, and has `examples` that validate.
 //! 2. Compatibility: each version against the earlier ones, as the type's
 //!    mode says.
-//! 3. Against a baseline (a git ref or a directory): a version the baseline
-//!    has is neither changed nor removed.
+//! 3. Against a baseline (a git ref, a directory, or what a running host has
+//!    registered): a version the baseline has is neither changed nor removed.
 //! 4. Contracts: every given manifest's `[[consumes]]` and `[[produces]]`
 //!    against the schemas of the tree.
 //!
@@ -38,8 +38,9 @@ impl std::fmt::Display for Finding {
 pub struct Options {
     /// The schema repository.
     pub dir: PathBuf,
-    /// The repository as it was: a directory, or `git:<ref>` (read with
-    /// `git archive` from the repository `dir` is in).
+    /// The repository as it was: a directory, `git:<ref>` (read with
+    /// `git archive` from the repository `dir` is in), or a running host's
+    /// API address (`http://127.0.0.1:7070`: what it has registered).
     pub against: Option<String>,
     /// Module directories (or `module.toml` files) whose contracts to check.
     pub manifests: Vec<PathBuf>,
@@ -260,6 +261,9 @@ fn released(before: &[TypeDir], now: &[TypeDir]) -> Vec<Finding> {
 /// The baseline's schema directory: `against` itself, or the same
 /// directory at a git ref, extracted into a temporary directory.
 fn baseline(dir: &Path, against: &str) -> anyhow::Result<(PathBuf, Option<tempfile::TempDir>)> {
+    if against.starts_with("http://") || against.starts_with("https://") {
+        return registered(against);
+    }
     let Some(rev) = against.strip_prefix("git:") else {
         return Ok((PathBuf::from(against), None));
     };
@@ -316,6 +320,36 @@ fn baseline(dir: &Path, against: &str) -> anyhow::Result<(PathBuf, Option<tempfi
     }
     anyhow::ensure!(tar.wait()?.success(), "tar could not unpack the baseline");
     Ok((tmp.path().join(rel), Some(tmp)))
+}
+
+/// What the host at `addr` has registered (`GET /v1/schemas`), written out
+/// as a schema directory.
+fn registered(addr: &str) -> anyhow::Result<(PathBuf, Option<tempfile::TempDir>)> {
+    let url = format!("{}/v1/schemas", addr.trim_end_matches('/'));
+    let mut req = ureq::get(&url);
+    if let Ok(token) = std::env::var("SLUICE_API_TOKEN")
+        && !token.trim().is_empty()
+    {
+        req = req.set("Authorization", &format!("Bearer {}", token.trim()));
+    }
+    let summary: super::Summary = req
+        .call()
+        .map_err(|e| anyhow::anyhow!("cannot read the schemas of {addr}: {e}"))?
+        .into_json()?;
+    let tmp = tempfile::tempdir()?;
+    for t in &summary.types {
+        let d = tmp.path().join(&t.name);
+        std::fs::create_dir_all(&d)?;
+        let mut meta = toml::Table::new();
+        meta.insert("owner".into(), t.owner.clone().into());
+        meta.insert("description".into(), t.description.clone().into());
+        meta.insert("compatibility".into(), t.compatibility.clone().into());
+        std::fs::write(d.join("type.toml"), toml::to_string(&meta)?)?;
+        for v in &t.versions {
+            std::fs::write(d.join(format!("{}.json", v.version)), v.schema.to_string())?;
+        }
+    }
+    Ok((tmp.path().to_path_buf(), Some(tmp)))
 }
 
 #[cfg(test)]
