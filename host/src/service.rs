@@ -129,11 +129,7 @@ impl Service {
             output: output.clone(),
             batch_size: config.pipeline.batch_size,
             telemetry: telemetry.clone(),
-            system: if config.kafka.is_some() {
-                "kafka"
-            } else {
-                "sluice"
-            },
+            system: config.messaging_system(),
             group_prefix: config.kafka.as_ref().map(|k| k.group_prefix.clone()),
             schemas: schemas.clone(),
         };

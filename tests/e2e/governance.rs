@@ -373,16 +373,7 @@ fn schema_check_names_a_breaking_change_and_passes_on_the_examples() {
 #[test]
 fn the_confluent_client_registers_fetches_and_tests_compatibility() {
     let host = governed_host("");
-    let tools = std::process::Command::new(repo().join("scripts/registry-tools.sh"))
-        .arg("dir")
-        .output()
-        .unwrap();
-    assert!(
-        tools.status.success(),
-        "{}",
-        String::from_utf8_lossy(&tools.stderr)
-    );
-    let venv = PathBuf::from(String::from_utf8(tools.stdout).unwrap().trim()).join("venv");
+    let venv = sluice_tests::obs::tools_dir("registry-tools.sh").join("venv");
     let r = sluice_tests::obs::json_line(
         std::process::Command::new(venv.join("bin/python"))
             .arg(repo().join("tests/registry/client.py"))

@@ -475,16 +475,7 @@ fn the_dashboard_in_a_real_browser_shows_what_metrics_say() {
             });
         same.then_some(text)
     });
-    let tools = Command::new(repo().join("scripts/browser-tools.sh"))
-        .arg("dir")
-        .output()
-        .unwrap();
-    assert!(
-        tools.status.success(),
-        "{}",
-        String::from_utf8_lossy(&tools.stderr)
-    );
-    let tools = String::from_utf8(tools.stdout).unwrap().trim().to_string();
+    let tools = sluice_tests::obs::tools_dir("browser-tools.sh");
     let shot = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
     let _ = std::fs::remove_file(&shot);
     let page = sluice_tests::obs::json_line(

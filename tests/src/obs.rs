@@ -84,6 +84,20 @@ pub fn json_line(cmd: &mut std::process::Command) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("{cmd:?} printed no JSON line ({e}): {stdout}"))
 }
 
+/// The directory `scripts/<script> dir` installs into (and prints).
+pub fn tools_dir(script: &str) -> PathBuf {
+    let out = std::process::Command::new(repo().join("scripts").join(script))
+        .arg("dir")
+        .output()
+        .unwrap_or_else(|e| panic!("scripts/{script}: {e}"));
+    assert!(
+        out.status.success(),
+        "scripts/{script} dir: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
 /// A command every observability test needs, or a panic saying how to get it.
 pub fn tool(name: &str, how: &str) -> PathBuf {
     let found = std::env::var_os("PATH").and_then(|paths| {

@@ -362,11 +362,7 @@ fn send_spans(
     if !tracer.enabled() {
         return Vec::new();
     }
-    let system = if svc.config().kafka.is_some() {
-        "kafka"
-    } else {
-        "sluice"
-    };
+    let system = svc.config().messaging_system();
     let from_request: Vec<(&str, &[u8])> = ["traceparent", "tracestate"]
         .into_iter()
         .filter_map(|n| Some((n, request.get(n)?.as_bytes())))

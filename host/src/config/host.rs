@@ -427,6 +427,16 @@ impl HostConfig {
         Ok(c)
     }
 
+    /// What the backend is called in spans' `messaging.system`: `kafka`, or
+    /// `sluice` for the embedded log.
+    pub fn messaging_system(&self) -> &'static str {
+        if self.kafka.is_some() {
+            "kafka"
+        } else {
+            "sluice"
+        }
+    }
+
     /// Check values a file (or an override) may get wrong; the message names the field.
     pub fn validate(&self) -> Result<(), String> {
         if self.log.partitions == 0 {

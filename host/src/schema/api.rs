@@ -105,12 +105,12 @@ impl Registry {
             .iter()
             .map(ToString::to_string)
             .collect();
-        for (module, consumes) in self.consumers.read().unwrap().iter() {
-            for c in consumes.iter().filter(|c| c.ty == s) {
-                for b in c.broken_by(schema) {
-                    out.push(format!("breaks the contract of module `{module}`: {b}"));
-                }
-            }
+        for (module, changes) in self.broken_consumers(s, schema) {
+            out.extend(
+                changes
+                    .iter()
+                    .map(|b| format!("breaks the contract of module `{module}`: {b}")),
+            );
         }
         Ok(out)
     }

@@ -344,20 +344,13 @@ impl Registry {
                 changes,
             });
         }
-        for (module, consumes) in self.consumers.read().unwrap().iter() {
-            // Every consumer of the type: the new version is what producers
-            // will write, whichever versions the module listed.
-            for c in consumes.iter().filter(|c| c.ty == ty) {
-                let changes = c.broken_by(&schema);
-                if !changes.is_empty() {
-                    return Err(RegisterError::BreaksConsumer {
-                        ty: ty.into(),
-                        version,
-                        module: module.clone(),
-                        changes,
-                    });
-                }
-            }
+        if let Some((module, changes)) = self.broken_consumers(ty, &schema).into_iter().next() {
+            return Err(RegisterError::BreaksConsumer {
+                ty: ty.into(),
+                version,
+                module,
+                changes,
+            });
         }
         let id = self
             .next_id()
@@ -386,6 +379,23 @@ impl Registry {
         self.types.write().unwrap().insert(ty.into(), reg.clone());
         tracing::info!(r#type = ty, version, id, "schema registered");
         Ok(reg)
+    }
+
+    /// Each deployed module whose contract for `ty` `schema` would break,
+    /// with what breaks: every consumer of the type, since a new version is
+    /// what producers will write, whichever versions the module listed.
+    fn broken_consumers(&self, ty: &str, schema: &Value) -> Vec<(String, Vec<Incompatibility>)> {
+        let consumers = self.consumers.read().unwrap();
+        consumers
+            .iter()
+            .flat_map(|(module, consumes)| {
+                consumes
+                    .iter()
+                    .filter(|c| c.ty == ty)
+                    .map(|c| (module.clone(), c.broken_by(schema)))
+            })
+            .filter(|(_, changes)| !changes.is_empty())
+            .collect()
     }
 
     /// Write `reg` with its whole history.
