@@ -213,6 +213,47 @@ impl Service {
         &self.schemas
     }
 
+    /// The event catalog of what this host runs: its registered types and
+    /// deployed modules, on its Kafka cluster or its embedded log.
+    pub fn catalog(&self) -> crate::schema::catalog::Catalog {
+        use crate::schema::catalog::{Catalog, Server};
+        let servers = match &self.config.kafka {
+            Some(k) => k
+                .properties
+                .get("bootstrap.servers")
+                .map(|b| {
+                    b.split(',')
+                        .map(str::trim)
+                        .filter(|h| !h.is_empty())
+                        .enumerate()
+                        .map(|(i, host)| Server {
+                            name: format!("kafka-{}", i + 1),
+                            host: host.into(),
+                            protocol: "kafka".into(),
+                            pathname: None,
+                            description: "A Kafka broker of the cluster the host consumes from."
+                                .into(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            None => vec![Server {
+                name: "sluice".into(),
+                host: self.config.api.listen.to_string(),
+                protocol: "http".into(),
+                pathname: Some("/v1/topics".into()),
+                description: "A Sluice host's embedded log: POST /v1/topics/{topic}/events appends, GET /v1/topics/{topic}/partitions/{p}/events reads."
+                    .into(),
+            }],
+        };
+        Catalog::of_host(
+            &self.config.telemetry.service_name,
+            servers,
+            &self.schemas,
+            &self.lifecycle.manifests(),
+        )
+    }
+
     /// Metrics, lag status, history, tracer.
     pub fn telemetry(&self) -> &Telemetry {
         &self.telemetry

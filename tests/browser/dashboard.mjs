@@ -19,48 +19,10 @@
 //                         normal import
 //   CHROMIUM              browser executable; else chromium (or
 //                         chromium-browser, google-chrome) found on PATH
-import { createRequire } from "node:module";
-import { existsSync, mkdtempSync, rmSync, statSync } from "node:fs";
-import { tmpdir } from "node:os";
-import path from "node:path";
+import { collectErrors, emit, launch } from "./lib.mjs";
 
 const TOTAL_TIMEOUT_MS = 20_000;
 const FIELDS = ["events_in", "applied", "emitted", "dead_letters", "dead_letter_depth", "retries", "lag"];
-
-async function loadPuppeteer() {
-  const tried = [];
-  const dir = process.env.SLUICE_BROWSER_TOOLS;
-  if (dir) {
-    try {
-      const mod = createRequire(path.join(path.resolve(dir), "package.json"))("puppeteer-core");
-      return mod.default ?? mod;
-    } catch (e) { tried.push(`SLUICE_BROWSER_TOOLS=${dir}: ${e.message}`); }
-  }
-  // CommonJS resolution honours NODE_PATH (ESM imports do not).
-  try {
-    const mod = createRequire(import.meta.url)("puppeteer-core");
-    return mod.default ?? mod;
-  } catch (e) { tried.push(`require: ${e.message.split("\n")[0]}`); }
-  try {
-    const mod = await import("puppeteer-core");
-    return mod.default ?? mod;
-  } catch (e) { tried.push(`import: ${e.message.split("\n")[0]}`); }
-  throw new Error("puppeteer-core not found (run scripts/browser-tools.sh dir and set SLUICE_BROWSER_TOOLS):\n  " + tried.join("\n  "));
-}
-
-function findChromium() {
-  if (process.env.CHROMIUM) return process.env.CHROMIUM;
-  for (const name of ["chromium", "chromium-browser", "google-chrome", "google-chrome-stable"]) {
-    for (const d of (process.env.PATH || "").split(path.delimiter)) {
-      if (!d) continue;
-      const p = path.join(d, name);
-      try { if (existsSync(p) && statSync(p).isFile()) return p; } catch { /* next */ }
-    }
-  }
-  throw new Error("no Chromium found: install it (scripts/browser-tools.sh) or set CHROMIUM");
-}
-
-function emit(out) { process.stdout.write(JSON.stringify(out) + "\n"); }
 
 async function main() {
   const [url, shot] = process.argv.slice(2);
@@ -72,43 +34,20 @@ async function main() {
   const left = () => Math.max(1, deadline - Date.now());
   const out = { console_errors: [], modules: [], title: null, refreshes: 0, error: null };
 
-  let puppeteer, executablePath;
+  let session;
   try {
-    puppeteer = await loadPuppeteer();
-    executablePath = findChromium();
+    session = await launch(left());
   } catch (e) {
-    out.error = e.message;
+    out.error = `browser: ${e.message}`;
     emit(out);
     return 2;
   }
-
-  const profile = mkdtempSync(path.join(tmpdir(), "sluice-chromium-"));
-  let browser;
   let code = 0;
   try {
-    browser = await puppeteer.launch({
-      executablePath,
-      headless: true,
-      userDataDir: profile,
-      args: ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-      defaultViewport: { width: 1440, height: 900 },
-      timeout: left(),
-    });
+    const browser = session.browser;
     const page = await browser.newPage();
     await page.setViewport({ width: 1440, height: 900 });
-    page.on("console", (msg) => {
-      const type = msg.type();
-      if (type === "error" || type === "warn" || type === "warning") {
-        const loc = msg.location && msg.location();
-        out.console_errors.push(`console.${type}: ${msg.text()}` + (loc && loc.url ? ` (${loc.url}${loc.lineNumber != null ? ":" + loc.lineNumber : ""})` : ""));
-      }
-    });
-    page.on("pageerror", (err) => out.console_errors.push(`pageerror: ${err && err.message ? err.message : String(err)}`));
-    page.on("requestfailed", (req) => {
-      const f = req.failure();
-      out.console_errors.push(`requestfailed: ${req.method()} ${req.url()}: ${f ? f.errorText : "failed"}`);
-    });
+    collectErrors(page, out.console_errors);
 
     try {
       const resp = await page.goto(url, { waitUntil: "load", timeout: left() });
@@ -152,10 +91,9 @@ async function main() {
     }
   } catch (e) {
     out.error = out.error || `browser: ${e.message}`;
-    code = browser ? 1 : 2;
+    code = 1;
   } finally {
-    if (browser) await browser.close().catch(() => {});
-    try { rmSync(profile, { recursive: true, force: true }); } catch { /* ignore */ }
+    await session.close();
   }
   emit(out);
   return code;

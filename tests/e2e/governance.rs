@@ -3,8 +3,11 @@
 //! them (on the embedded log and on Kafka); modules whose contracts no
 //! schema satisfies refused at deploy; a schema change that would break a
 //! deployed module's contract refused; `sluice schema check` on a breaking
-//! change and on the examples.
+//! change and on the examples; the confluent-kafka client against the
+//! host's registry API; the event catalog as AsyncAPI (checked by
+//! `@asyncapi/parser`) and as a page in headless Chromium.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -414,4 +417,246 @@ fn the_confluent_client_registers_fetches_and_tests_compatibility() {
         None,
     );
     assert_eq!(code, 401);
+}
+
+/// The quickstart's schemas with an order.created version 2 that adds an
+/// optional `channel`: backward compatible, not forward (version 1 is
+/// closed), so the catalog has a diff and a forward break to show. The new
+/// property is a `$ref` into `$defs`, which the AsyncAPI document must keep
+/// resolvable.
+fn catalog_schemas(dir: &Path) -> PathBuf {
+    let to = dir.join("schemas");
+    copy_dir(&repo().join("examples/quickstart/schemas"), &to);
+    let mut v2: Value =
+        serde_json::from_slice(&std::fs::read(to.join("order.created/1.json")).unwrap()).unwrap();
+    v2["$defs"] = json!({"channel": {"type": "string", "enum": ["web", "store"]}});
+    v2["properties"]["channel"] = json!({"$ref": "#/$defs/channel"});
+    v2["examples"] =
+        json!([{"order_id": "o-3", "customer": "carol", "amount": 990, "channel": "web"}]);
+    std::fs::write(to.join("order.created/2.json"), v2.to_string()).unwrap();
+    to
+}
+
+/// Ids of a parsed AsyncAPI list (`channels`, `operations`) with their
+/// message ids, as the parser saw them.
+fn parsed(doc: &Value, list: &str) -> BTreeMap<String, Vec<String>> {
+    doc[list]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let ms = c["messages"].as_array().unwrap();
+            (
+                c["id"].as_str().unwrap().to_string(),
+                ms.iter().map(|m| m.as_str().unwrap().to_string()).collect(),
+            )
+        })
+        .collect()
+}
+
+/// Run `tests/browser/asyncapi.mjs` (the npm `@asyncapi/parser`) on `file`.
+fn asyncapi_parse(tools: &Path, file: &Path) -> Value {
+    let doc = sluice_tests::obs::json_line(
+        std::process::Command::new("node")
+            .arg(repo().join("tests/browser/asyncapi.mjs"))
+            .arg(file)
+            .env("SLUICE_BROWSER_TOOLS", tools)
+            .stdin(std::process::Stdio::null()),
+    );
+    assert_eq!(doc["valid"], true, "{doc}");
+    assert_eq!(doc["version"], "3.0.0", "{doc}");
+    // Severity 0 is an error, 1 a warning; 2 and 3 are information and hints
+    // (such as "3.1.0 exists").
+    let serious: Vec<&Value> = doc["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["severity"].as_u64().unwrap() < 2)
+        .collect();
+    assert!(serious.is_empty(), "{serious:?}");
+    doc
+}
+
+/// Open the catalog in headless Chromium (`tests/browser/catalog.mjs`).
+fn catalog_page(tools: &Path, args: &[&str], shot: &str) -> Value {
+    let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(shot);
+    let page = sluice_tests::obs::json_line(
+        std::process::Command::new("node")
+            .arg(repo().join("tests/browser/catalog.mjs"))
+            .args(args)
+            .arg(&shot)
+            .env("SLUICE_BROWSER_TOOLS", tools)
+            .stdin(std::process::Stdio::null()),
+    );
+    assert_eq!(page["error"], Value::Null, "{page}");
+    assert_eq!(page["console_errors"], json!([]), "{page}");
+    page
+}
+
+#[test]
+fn the_catalog_is_valid_asyncapi_and_a_page_that_shows_every_topic_type_and_module() {
+    let host = HostProc::start("[schemas]\ndir = \"schemas\"\n", |m| {
+        catalog_schemas(m.parent().unwrap());
+        stage(m, &["filter", "aggregator", "router"]);
+    });
+    wait_for(Duration::from_secs(30), "three modules running", || {
+        (host
+            .modules()
+            .iter()
+            .filter(|m| m.status == "running")
+            .count()
+            == 3)
+            .then_some(())
+    });
+    let tools = sluice_tests::obs::tools_dir("browser-tools.sh");
+    let out = tempfile::tempdir().unwrap();
+
+    // From the running host.
+    let from_host = out.path().join("host");
+    let run = sluice_tests::sluice(
+        &[
+            "catalog",
+            "--host",
+            &host.addr,
+            "--out",
+            from_host.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(run.ok, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .contains("5 topics, 5 event types, 6 versions, 3 modules"),
+        "{}",
+        run.stdout
+    );
+    let doc = asyncapi_parse(&tools, &from_host.join("asyncapi.json"));
+    let channels = parsed(&doc, "channels");
+    let want_channels: BTreeMap<String, Vec<String>> = [
+        ("large-orders", vec!["order.large.v1"]),
+        ("order-events", vec![]),
+        (
+            "orders",
+            vec!["order.created.v1", "order.created.v2", "payment.settled.v1"],
+        ),
+        ("payment-events", vec![]),
+        ("totals", vec!["total.updated.v1"]),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.into_iter().map(String::from).collect()))
+    .collect();
+    assert_eq!(channels, want_channels);
+    let ops = parsed(&doc, "operations");
+    // The filter and the aggregator read version 1 only (their contracts);
+    // the router takes any version.
+    assert_eq!(ops["filter.receive.orders"], ["order.created.v1"]);
+    assert_eq!(ops["aggregator.receive.orders"], ["order.created.v1"]);
+    assert_eq!(
+        ops["router.receive.orders"],
+        ["order.created.v1", "order.created.v2", "payment.settled.v1"]
+    );
+    assert_eq!(ops["filter.send.large-orders"], ["order.large.v1"]);
+    assert_eq!(ops["aggregator.send.totals"], ["total.updated.v1"]);
+    assert_eq!(ops.len(), 7, "{ops:?}");
+    let messages = doc["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 6, "{messages:?}");
+    for m in messages {
+        assert_eq!(m["payload_type"], "object", "{m}");
+        assert!(m["examples"].as_u64().unwrap() >= 1, "{m}");
+    }
+    // The host answers the same document.
+    let served = host.get("/v1/catalog/asyncapi.json");
+    let written: Value =
+        serde_json::from_slice(&std::fs::read(from_host.join("asyncapi.json")).unwrap()).unwrap();
+    assert_eq!(served, written);
+
+    // Offline, from the schema directory and the manifests: the same topics.
+    let offline = out.path().join("offline");
+    let mut args: Vec<String> = vec![
+        "catalog".into(),
+        "--dir".into(),
+        catalog_schemas(out.path()).display().to_string(),
+        "--out".into(),
+        offline.display().to_string(),
+    ];
+    for m in ["filter", "aggregator", "router"] {
+        args.push("--manifest".into());
+        args.push(repo().join("modules").join(m).display().to_string());
+    }
+    let run = sluice_tests::sluice(&args, None);
+    assert!(run.ok, "{}{}", run.stdout, run.stderr);
+    let doc = asyncapi_parse(&tools, &offline.join("asyncapi.json"));
+    assert_eq!(parsed(&doc, "channels"), want_channels);
+    assert_eq!(parsed(&doc, "operations"), ops);
+
+    // The page, reached from the dashboard's link.
+    let page = catalog_page(
+        &tools,
+        &["--via-dashboard", &format!("{}/", host.addr)],
+        "catalog.png",
+    );
+    assert!(
+        page["url"].as_str().unwrap().ends_with("/catalog"),
+        "{page}"
+    );
+    assert_eq!(
+        page["counts"],
+        json!({"topics": 5, "types": 5, "versions": 6, "modules": 3})
+    );
+    assert_eq!(page["asyncapi_href"], "/v1/catalog/asyncapi.json");
+    let types: BTreeMap<String, Value> = page["types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["name"].as_str().unwrap().to_string(), t.clone()))
+        .collect();
+    let created = &types["order.created"];
+    assert_eq!(created["owner"], "shop-orders team", "{created}");
+    assert_eq!(created["mode"], "BACKWARD");
+    assert_eq!(
+        created["consumers"],
+        json!(["aggregator", "filter", "router"])
+    );
+    assert_eq!(created["versions"], 2);
+    // Version 2's diff from version 1: the new property's lines and the
+    // example, added; the old example, removed. Forward compatibility
+    // breaks (version 1 is closed); backward does not.
+    assert_eq!(created["diffs"], 1);
+    assert!(created["added_lines"].as_u64().unwrap() >= 4, "{created}");
+    assert!(created["removed_lines"].as_u64().unwrap() >= 1, "{created}");
+    assert_eq!(created["breaks"], 1, "{created}");
+    assert_eq!(created["examples"], 3, "{created}");
+    assert_eq!(types["order.large"]["producers"], json!(["filter"]));
+    assert_eq!(types["user.signup"]["consumers"], json!([]));
+    let topics: Vec<&str> = page["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        topics,
+        [
+            "large-orders",
+            "order-events",
+            "orders",
+            "payment-events",
+            "totals"
+        ]
+    );
+    // The filter box: "payment" leaves the type, the topics that carry or
+    // are named for it, and the module that reads it.
+    assert_eq!(
+        page["filtered"],
+        json!({"query": "payment", "types": ["payment.settled"],
+               "topics": ["orders", "payment-events"], "modules": ["router"]})
+    );
+
+    // The written page, opened from disk: the same, and its AsyncAPI link
+    // is the file beside it.
+    let file = format!("file://{}", offline.join("index.html").display());
+    let disk = catalog_page(&tools, &[&file], "catalog-file.png");
+    assert_eq!(disk["counts"], page["counts"]);
+    assert_eq!(disk["asyncapi_href"], "asyncapi.json");
+    assert_eq!(disk["types"], page["types"]);
 }

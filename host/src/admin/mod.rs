@@ -24,6 +24,9 @@
 //! | `GET /metrics` | Prometheus text (see `docs/operations.md`); 404 with `[telemetry] metrics = false` |
 //! | `/subjects`, `/schemas/ids/{id}`, `/compatibility/...`, `/config` | the Confluent Schema Registry API (see [`registry`]) |
 //! | `GET /v1/schemas` | registered event types (owner, compatibility, versions with ids and schemas) and refused schema files |
+//! | `GET /catalog` | the event catalog page: topics, event types with their versions, diffs and examples, modules (see [`crate::schema::catalog`]) |
+//! | `GET /v1/catalog` | what the catalog is made of: types, modules, servers (`sluice catalog --host` reads it) |
+//! | `GET /v1/catalog/asyncapi.json` | the catalog as an AsyncAPI 3.0 document |
 //! | `GET /v1/history` | per module, one point a second for ten minutes: counters, lag, dead-letter depth |
 //! | `GET /` | the dashboard page (reads the API; needs no token itself) |
 //! | `GET /healthz` | process alive |
@@ -67,6 +70,9 @@ pub fn router(svc: Arc<Service>, token: Option<String>) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/history", get(history))
         .route("/v1/schemas", get(schemas))
+        .route("/catalog", get(catalog_page))
+        .route("/v1/catalog", get(catalog))
+        .route("/v1/catalog/asyncapi.json", get(asyncapi))
         .route("/subjects", get(registry::subjects))
         .route("/subjects/{s}", post(registry::lookup))
         .route(
@@ -177,6 +183,29 @@ async fn metrics(State(svc): State<Arc<Service>>) -> Response {
 /// directory holds that was refused (by file, with the reason).
 async fn schemas(State(svc): State<Arc<Service>>) -> Response {
     Json(svc.schemas().summary()).into_response()
+}
+
+/// The event catalog as a page.
+async fn catalog_page(State(svc): State<Arc<Service>>) -> Response {
+    let html = crate::schema::catalog::html::page(&svc.catalog(), "/v1/catalog/asyncapi.json");
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (axum::http::header::CACHE_CONTROL, "no-cache"),
+        ],
+        html,
+    )
+        .into_response()
+}
+
+/// What the catalog is made of.
+async fn catalog(State(svc): State<Arc<Service>>) -> Response {
+    Json(svc.catalog()).into_response()
+}
+
+/// The catalog as AsyncAPI 3.0.
+async fn asyncapi(State(svc): State<Arc<Service>>) -> Response {
+    Json(crate::schema::catalog::asyncapi::document(&svc.catalog())).into_response()
 }
 
 /// Each module's counters and lag, one point a second, the last ten minutes.

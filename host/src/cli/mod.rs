@@ -6,6 +6,7 @@
 //! a running host's HTTP API (`client.rs`), taking [`ApiArgs`], with its body
 //! in `topics.rs`, `modules.rs`, `lifecycle.rs` or `dlq.rs`.
 
+mod catalog;
 mod client;
 mod dlq;
 mod lifecycle;
@@ -218,6 +219,31 @@ pub enum Command {
         #[command(subcommand)]
         command: SchemaCommand,
     },
+    /// Write the event catalog: an AsyncAPI 3.0 document (`asyncapi.json`)
+    /// and a static page (`index.html`) with every topic, event type and
+    /// version (with diffs), owner, producers, consumers and examples.
+    Catalog {
+        /// The schema repository (`<type>/type.toml`, `<type>/<version>.json`).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// A module directory or module.toml whose topics and types to add
+        /// (repeatable).
+        #[arg(long = "manifest")]
+        manifests: Vec<PathBuf>,
+        /// A running host's API address: its registered schemas (unless
+        /// --dir) and its deployed modules.
+        #[arg(long)]
+        host: Option<String>,
+        /// API token, if the host's reads need one.
+        #[arg(long, env = "SLUICE_API_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// The catalog's title (default: the host's service name, or "Sluice").
+        #[arg(long)]
+        title: Option<String>,
+        /// Directory to write into.
+        #[arg(long, default_value = "catalog")]
+        out: PathBuf,
+    },
     /// Watch a host in the terminal: modules, status, lag status, rates,
     /// dead letters, recent failures (q quits).
     Top {
@@ -365,6 +391,20 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     manifests,
                 },
         } => schema::check(dir, against, manifests),
+        Command::Catalog {
+            dir,
+            manifests,
+            host,
+            token,
+            title,
+            out,
+        } => catalog::run(catalog::Args {
+            dir,
+            manifests,
+            host: host.map(|addr| ApiArgs { addr, token }),
+            title,
+            out,
+        }),
         Command::Top {
             interval,
             once,

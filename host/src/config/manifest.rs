@@ -392,6 +392,15 @@ impl Manifest {
                 ));
             }
         }
+        for (i, p) in self.produces.iter().enumerate() {
+            if let Some(t) = &p.topic
+                && !self.produce.iter().any(|o| &o.topic == t)
+            {
+                return Err(format!(
+                    "produces[{i}].topic: `{t}` is not one of this module's [[produce]] topics"
+                ));
+            }
+        }
         if self.limits.memory < (1 << 20) {
             return Err("limits.memory: must be at least 1MiB".into());
         }
@@ -525,6 +534,24 @@ min = 10
         assert!(e.contains("output"), "{e}");
         let m = parse(&format!("dead-letter-topic = \"a-dead\"\n{BASE}")).unwrap();
         assert_eq!(m.dlq_topic(), "a-dead");
+    }
+
+    #[test]
+    fn a_produced_type_names_one_of_the_modules_topics() {
+        let out = "[[produce]]\ntopic = \"out\"\n";
+        let m = parse(&format!(
+            "{BASE}{out}[[produces]]\ntype = \"a.b.made\"\nversion = 1\ntopic = \"out\"\n"
+        ))
+        .unwrap();
+        assert_eq!(m.produces[0].topic.as_deref(), Some("out"));
+        let e = parse(&format!(
+            "{BASE}{out}[[produces]]\ntype = \"a.b.made\"\nversion = 1\ntopic = \"elsewhere\"\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.contains("produces[0].topic") && e.contains("`elsewhere`"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -112,6 +112,17 @@ impl Lifecycle {
         }
     }
 
+    /// The manifests of the modules loaded now (paused and quarantined ones
+    /// included; failed ones have none).
+    pub fn manifests(&self) -> Vec<Arc<Manifest>> {
+        self.modules.with(|slots| {
+            slots
+                .values()
+                .filter_map(|s| s.module().map(|m| m.manifest.clone()))
+                .collect()
+        })
+    }
+
     /// Deploy the module in `dir` (with `module.toml`) as the modules
     /// directory would.
     pub fn deploy_dir(&self, dir: &Path) -> Result<DeployOutcome> {

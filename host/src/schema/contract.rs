@@ -12,12 +12,12 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sluice_schema::Incompatibility;
 
 /// `[[consumes]]` of a manifest.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Consumes {
     /// The event type.
@@ -33,7 +33,7 @@ pub struct Consumes {
 }
 
 /// `[[produces]]` of a manifest.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Produces {
     /// The event type.
@@ -41,6 +41,10 @@ pub struct Produces {
     pub ty: String,
     /// The schema version it writes.
     pub version: u32,
+    /// The `[[produce]]` topic it writes the type to (needed only when the
+    /// module has several; the event catalog places the type by it).
+    #[serde(default)]
+    pub topic: Option<String>,
 }
 
 impl Consumes {
@@ -176,6 +180,7 @@ mod tests {
             &[Produces {
                 ty: "order.large".into(),
                 version: 1,
+                topic: None,
             }],
             &schemas,
         );

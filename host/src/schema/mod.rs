@@ -20,6 +20,7 @@
 //! event with class `schema`). Compiled validators are kept per version.
 
 pub mod api;
+pub mod catalog;
 pub mod check;
 pub mod contract;
 pub mod dir;
