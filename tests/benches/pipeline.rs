@@ -128,6 +128,7 @@ fn main() {
             id: e.id.clone(),
             key: e.key.clone(),
             trace: vec![],
+            validated: None,
         })
         .collect();
     let avg = frames

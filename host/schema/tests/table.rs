@@ -60,8 +60,14 @@ impl Case {
     }
 }
 
+/// `relative` to this crate: where `cargo test` runs it from (set at run
+/// time), else where it was built (a binary built in another checkout of
+/// the same sources may be reused from a shared target directory).
 fn manifest_path(relative: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(relative)
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+        .join(relative)
 }
 
 fn cases() -> Vec<Case> {

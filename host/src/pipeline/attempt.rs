@@ -13,7 +13,7 @@ use super::advance::Failed;
 use super::read::Item;
 use super::worker::Worker;
 use crate::runtime::{GuestFailure, TrapKind, Trapped};
-use crate::schema::{Policy, Stage};
+use crate::schema::{Policy, Stage, Validated, Verdict};
 use crate::source::now_ms;
 use crate::state::txn::InputMeta;
 use crate::telemetry::trace::{Delivery, EventIds, EventSpan};
@@ -50,7 +50,7 @@ enum Single {
 
 /// What the overlay needs to know of an input event; its outputs carry the
 /// trace context of `span` (else the input's own).
-fn meta(ev: &EventRef<'_>, span: Option<&EventSpan>) -> InputMeta {
+fn meta(ev: &EventRef<'_>, span: Option<&EventSpan>, schema: Option<u64>) -> InputMeta {
     let trace = match span {
         Some(s) => s.headers().to_vec(),
         None => ev
@@ -67,6 +67,10 @@ fn meta(ev: &EventRef<'_>, span: Option<&EventSpan>) -> InputMeta {
         id: ev.id.into(),
         key: ev.key.map(<[u8]>::to_vec),
         trace,
+        validated: schema.map(|schema| Validated {
+            schema,
+            data: ev.data.to_vec(),
+        }),
     }
 }
 
@@ -177,14 +181,28 @@ impl Worker {
         Ok(true)
     }
 
+    /// The id of the schema version the event at `offset` of the current
+    /// read passed, if it has one.
+    fn passed(&self, offset: u64) -> Option<u64> {
+        self.passed
+            .binary_search_by_key(&offset, |(o, _)| *o)
+            .ok()
+            .map(|i| self.passed[i].1)
+    }
+
     /// Per event of `todo`: why it fails its type's schema, where the
     /// topic's policy dead-letters it (`warn` logs it and lets it through).
-    fn schema_failures(&self, topic: &str, todo: &[Item<'_>]) -> Vec<Option<String>> {
-        let schemas = &self.cx.schemas;
+    /// The versions valid ones passed are kept for their outputs' checks.
+    fn schema_failures(&mut self, topic: &str, todo: &[Item<'_>]) -> Vec<Option<String>> {
+        let schemas = self.cx.schemas.clone();
         let policy = schemas.policy(topic);
+        self.passed.clear();
         todo.iter()
             .map(|it| {
                 let v = schemas.validate(Stage::Input, it.ev.ty, it.ev.dataschema, it.ev.data);
+                if let Verdict::Valid { id, .. } = v {
+                    self.passed.push((it.offset, id));
+                }
                 let why = v.reason(it.ev.ty)?;
                 if policy == Policy::Warn {
                     tracing::warn!(module = %self.module.name, topic, offset = it.offset, id = %clip(it.ev.id, 256), "event fails its schema (policy warn: processed anyway): {why}");
@@ -241,7 +259,11 @@ impl Worker {
         let mut metas = Vec::with_capacity(rest.len());
         for (i, it) in rest.iter().enumerate() {
             batch.push_frame(it.frame);
-            metas.push(meta(&it.ev, spans.get(i).and_then(Option::as_ref)));
+            metas.push(meta(
+                &it.ev,
+                spans.get(i).and_then(Option::as_ref),
+                self.passed(it.offset),
+            ));
         }
         let bytes = batch.finish();
         self.controls.metrics.batches.add(1);
@@ -373,8 +395,9 @@ impl Worker {
                 }
             }
             let wasm = self.controls.metrics.wasm_seconds.clone();
+            let m = meta(&item.ev, span.as_deref(), self.passed(item.offset));
             let inst = self.instance()?;
-            inst.txn().begin(p, vec![meta(&item.ev, span.as_deref())]);
+            inst.txn().begin(p, vec![m]);
             let started = Instant::now();
             let called = inst.call_one(&item.ev);
             wasm.record(started.elapsed().as_secs_f64());

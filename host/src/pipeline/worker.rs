@@ -61,6 +61,9 @@ pub(super) struct Worker {
     pub(super) instance: Option<ModuleInstance>,
     /// After a trap in a batch, run this many more events one at a time.
     pub(super) single_mode: usize,
+    /// Of the events of the current read that passed their type's schema:
+    /// offset and the version's id, by offset.
+    pub(super) passed: Vec<(u64, u64)>,
     /// Dead-lettered events since the last success.
     pub(super) consecutive_failures: u32,
 }
@@ -128,6 +131,7 @@ impl Worker {
             cursors: HashMap::new(),
             instance: None,
             single_mode: 0,
+            passed: Vec::new(),
             consecutive_failures: 0,
         };
         if w.cx.store.is_quarantined(&w.module.name)? {
@@ -210,11 +214,8 @@ impl Worker {
         )
         .check_outputs({
             let schemas = self.cx.schemas.clone();
-            std::sync::Arc::new(move |ty: &str, data: &[u8]| {
-                match schemas
-                    .validate(crate::schema::Stage::Output, ty, None, data)
-                    .reason(ty)
-                {
+            std::sync::Arc::new(move |ty: &str, data: &[u8], input: Option<&_>| {
+                match schemas.validate_output(ty, data, input).reason(ty) {
                     Some(why) => Err(why),
                     None => Ok(()),
                 }

@@ -24,6 +24,7 @@ pub mod catalog;
 pub mod check;
 pub mod contract;
 pub mod dir;
+pub mod tape;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -82,6 +83,8 @@ pub enum Verdict {
     Unchecked,
     Valid {
         version: u32,
+        /// The version's registry-wide id.
+        id: u64,
     },
     Invalid {
         version: Option<u32>,
@@ -107,6 +110,15 @@ impl Verdict {
     }
 }
 
+/// An input event that passed its type's schema: the version's id, and
+/// the data (an output carrying the same bytes need not be read again; see
+/// [`Registry::validate_output`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Validated {
+    pub schema: u64,
+    pub data: Vec<u8>,
+}
+
 /// One registered version.
 #[derive(Debug)]
 pub struct Version {
@@ -114,7 +126,8 @@ pub struct Version {
     /// Registry-wide id (the Confluent-style schema id).
     pub id: u64,
     pub schema: Value,
-    validator: jsonschema::Validator,
+    /// Compiled for events' data as [`tape`] reads it.
+    validator: jsonschema::Validator<tape::TapeJson>,
 }
 
 /// One event type with its registered versions.
@@ -216,6 +229,9 @@ pub struct Registry {
     consumers: RwLock<BTreeMap<String, Vec<contract::Consumes>>>,
     /// Serializes registrations (ids, history).
     writing: Mutex<()>,
+    /// Whether every instance of one version (by id) is valid under
+    /// another: decided once per pair (versions never change).
+    implied: RwLock<std::collections::HashMap<(u64, u64), bool>>,
     default_policy: Policy,
     policies: BTreeMap<String, Policy>,
 }
@@ -247,6 +263,7 @@ impl Registry {
             refused: Mutex::default(),
             consumers: RwLock::default(),
             writing: Mutex::default(),
+            implied: RwLock::default(),
             default_policy,
             policies,
         };
@@ -264,6 +281,7 @@ impl Registry {
             refused: Mutex::default(),
             consumers: RwLock::default(),
             writing: Mutex::default(),
+            implied: RwLock::default(),
             default_policy: Policy::default(),
             policies: BTreeMap::new(),
         }
@@ -329,7 +347,7 @@ impl Registry {
                 "`{ty}` has version {last}; a new version must come after it, not {version}"
             )));
         }
-        let validator = compile(&schema)
+        let validator = compile_for(&schema)
             .map_err(|e| RegisterError::Invalid(format!("version {version} of `{ty}`: {e}")))?;
         let previous: Vec<(String, Value)> = current
             .iter()
@@ -520,6 +538,49 @@ impl Registry {
         verdict
     }
 
+    /// Validate a module's output of type `ty` (against the latest
+    /// version), counting a failure. An output whose data are the bytes of
+    /// its input event, which passed version `input.schema`, is valid
+    /// without being read again when every instance of that version is
+    /// valid under this one (decided once per pair by the rules consumer
+    /// contracts use): a filter or a router forwarding what it read.
+    pub fn validate_output(&self, ty: &str, data: &[u8], input: Option<&Validated>) -> Verdict {
+        if let Some(inp) = input
+            && inp.data == data
+            && let Some(t) = self.get(ty)
+            && let Some(v) = t.versions.values().next_back()
+            && self.implies(inp.schema, v.id)
+        {
+            return Verdict::Valid {
+                version: v.version,
+                id: v.id,
+            };
+        }
+        self.validate(Stage::Output, ty, None, data)
+    }
+
+    /// Whether every instance valid under version `writer` is valid under
+    /// version `reader` (ids).
+    fn implies(&self, writer: u64, reader: u64) -> bool {
+        if writer == reader {
+            return true;
+        }
+        if let Some(known) = self.implied.read().unwrap().get(&(writer, reader)) {
+            return *known;
+        }
+        let holds = match (self.by_id(writer), self.by_id(reader)) {
+            (Some((_, w)), Some((_, r))) => {
+                sluice_schema::reader_rejects(&w.schema, &r.schema).is_empty()
+            }
+            _ => false,
+        };
+        self.implied
+            .write()
+            .unwrap()
+            .insert((writer, reader), holds);
+        holds
+    }
+
     /// Remember what `module` consumes (checked by later registrations).
     pub fn set_consumer(&self, module: &str, consumes: Vec<contract::Consumes>) {
         let mut c = self.consumers.write().unwrap();
@@ -543,7 +604,7 @@ fn registered(name: &str, stored: Stored) -> anyhow::Result<Registered> {
         .map_err(|e| anyhow::anyhow!("stored schemas of `{name}`: {e}"))?;
     let mut versions = BTreeMap::new();
     for v in stored.versions {
-        let validator = compile(&v.schema)
+        let validator = compile_for(&v.schema)
             .map_err(|e| anyhow::anyhow!("stored version {} of `{name}`: {e}", v.version))?;
         versions.insert(
             v.version,
@@ -564,9 +625,17 @@ fn registered(name: &str, stored: Stored) -> anyhow::Result<Registered> {
     })
 }
 
-/// A validator for a JSON Schema 2020-12 document (no remote references).
+/// A validator of `serde_json::Value`s for a JSON Schema 2020-12 document
+/// (no remote references).
 pub fn compile(schema: &Value) -> Result<jsonschema::Validator, String> {
-    jsonschema::options()
+    compile_for(schema)
+}
+
+/// [`compile`], for instances in representation `F`.
+fn compile_for<F: jsonschema::json::Json>(
+    schema: &Value,
+) -> Result<jsonschema::Validator<F>, String> {
+    jsonschema::options_for::<F>()
         .with_draft(jsonschema::Draft::Draft202012)
         .build(schema)
         .map_err(|e| format!("not a valid JSON Schema: {e}"))
@@ -617,33 +686,51 @@ fn verdict(t: &Registered, dataschema: Option<&str>, data: &[u8]) -> Verdict {
             None => return Verdict::Unchecked,
         },
     };
-    let value: Value = match serde_json::from_slice(data) {
-        Ok(v) => v,
-        Err(e) => {
-            return Verdict::Invalid {
-                version: Some(v.version),
-                violations: vec![Violation {
-                    pointer: String::new(),
-                    message: format!("data is not JSON: {e}"),
-                }],
-            };
-        }
-    };
-    if v.validator.is_valid(&value) {
-        return Verdict::Valid { version: v.version };
+    thread_local! {
+        // One vector of slots per thread, document after document.
+        static SLOTS: std::cell::Cell<Vec<tape::Slot>> = const { std::cell::Cell::new(Vec::new()) };
     }
-    let violations = v
-        .validator
-        .iter_errors(&value)
-        .take(20)
-        .map(|e| Violation {
-            pointer: e.instance_path().to_string(),
-            message: e.to_string(),
-        })
-        .collect();
-    Verdict::Invalid {
-        version: Some(v.version),
-        violations,
+    let (violations, slots) = match tape::Tape::parse_into(data, SLOTS.take()) {
+        Ok(doc) => {
+            let mut violations: Vec<Violation> = Vec::new();
+            if !v.validator.is_valid(doc.root()) {
+                violations.extend(v.validator.iter_errors(doc.root()).take(20).map(|e| {
+                    Violation {
+                        pointer: e.instance_path().to_string(),
+                        message: e.to_string(),
+                    }
+                }));
+                if violations.is_empty() {
+                    violations.push(Violation {
+                        pointer: String::new(),
+                        message: "does not match the schema".into(),
+                    });
+                }
+            }
+            (violations, doc.into_slots())
+        }
+        Err((e, slots)) => (
+            vec![Violation {
+                pointer: String::new(),
+                message: format!("data is not JSON: {e}"),
+            }],
+            slots,
+        ),
+    };
+    // Kept for the next event unless a huge one grew it (16 bytes a slot).
+    if slots.capacity() <= 1 << 16 {
+        SLOTS.set(slots);
+    }
+    if violations.is_empty() {
+        Verdict::Valid {
+            version: v.version,
+            id: v.id,
+        }
+    } else {
+        Verdict::Invalid {
+            version: Some(v.version),
+            violations,
+        }
     }
 }
 
@@ -677,6 +764,56 @@ mod tests {
     }
 
     #[test]
+    fn a_forwarded_input_is_not_read_again_where_its_schema_implies_the_outputs() {
+        let d = tempfile::tempdir().unwrap();
+        let r = Registry::empty(Arc::new(Store::open(d.path(), false).unwrap()));
+        r.register("order.created", &meta(), Mode::Backward, 1, v1())
+            .unwrap();
+        // order.seen: the same shape (implied); order.large: amounts from
+        // 100 only (not implied).
+        r.register("order.seen", &meta(), Mode::Backward, 1, v1())
+            .unwrap();
+        let mut large = v1();
+        large["properties"]["amount"]["minimum"] = 100.into();
+        r.register("order.large", &meta(), Mode::Backward, 1, large)
+            .unwrap();
+        let data = br#"{"customer":"c1","amount":5}"#;
+        let Verdict::Valid { id, .. } = r.validate(Stage::Input, "order.created", None, data)
+        else {
+            panic!("refused")
+        };
+        let input = Validated {
+            schema: id,
+            data: data.to_vec(),
+        };
+        assert!(matches!(
+            r.validate_output("order.seen", data, Some(&input)),
+            Verdict::Valid { .. }
+        ));
+        // Under a schema it does not imply, the output is read and refused.
+        assert!(matches!(
+            r.validate_output("order.large", data, Some(&input)),
+            Verdict::Invalid { .. }
+        ));
+        // Other bytes are read: the skip is for the input's own bytes only.
+        let other = br#"{"customer":"c1","amount":-1}"#;
+        assert!(matches!(
+            r.validate_output("order.seen", other, Some(&input)),
+            Verdict::Invalid { .. }
+        ));
+        // The skip is taken: bytes the input did not really pass (which no
+        // pipeline hands it) are let through as the input's.
+        let forged = Validated {
+            schema: id,
+            data: other.to_vec(),
+        };
+        assert!(matches!(
+            r.validate_output("order.seen", other, Some(&forged)),
+            Verdict::Valid { .. }
+        ));
+    }
+
+    #[test]
     fn events_are_validated_with_pointers_and_history_survives_a_reopen() {
         let d = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(d.path(), false).unwrap());
@@ -687,7 +824,7 @@ mod tests {
         let bad = br#"{"customer":"c1","amount":-5}"#;
         assert_eq!(
             r.validate(Stage::Input, "order.created", None, ok),
-            Verdict::Valid { version: 1 }
+            Verdict::Valid { version: 1, id: 1 }
         );
         let Verdict::Invalid { violations, .. } =
             r.validate(Stage::Input, "order.created", None, bad)

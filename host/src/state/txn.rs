@@ -31,6 +31,8 @@ pub struct InputMeta {
     pub key: Option<Vec<u8>>,
     /// `traceparent` / `tracestate`, carried to every output.
     pub trace: Vec<(String, Vec<u8>)>,
+    /// The schema version its data passed, if its type has one.
+    pub validated: Option<crate::schema::Validated>,
 }
 
 /// One queued output event and the input event (batch index) that made it.
@@ -40,8 +42,10 @@ pub struct Emitted {
     pub out: OwnedEvent,
 }
 
-/// Checks one output: `Err(why)` when its type's schema refuses its data.
-pub type OutputCheck = Arc<dyn Fn(&str, &[u8]) -> Result<(), String> + Send + Sync>;
+/// Checks one output (its type and data, and what its input event's data
+/// passed): `Err(why)` when its type's schema refuses its data.
+pub type OutputCheck =
+    Arc<dyn Fn(&str, &[u8], Option<&crate::schema::Validated>) -> Result<(), String> + Send + Sync>;
 
 /// A limit an event exceeded (reported to the guest as an error string; counted).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -419,8 +423,12 @@ impl Txn {
             partition: 0,
             offset: 0,
         };
+        let input = self
+            .inputs
+            .get(self.current)
+            .and_then(|i| i.validated.as_ref());
         if let Some(check) = &self.check_output
-            && let Err(why) = check(&out.ty, &out.data)
+            && let Err(why) = check(&out.ty, &out.data, input)
         {
             return Err(self.limit(LimitHit::Invalid(why)));
         }
@@ -503,6 +511,7 @@ mod tests {
             id: id.into(),
             key: None,
             trace: vec![],
+            validated: None,
         }
     }
 
