@@ -631,8 +631,9 @@ pub fn compile(schema: &Value) -> Result<jsonschema::Validator, String> {
     compile_for(schema)
 }
 
-/// [`compile`], for instances in representation `F`.
-fn compile_for<F: jsonschema::json::Json>(
+/// [`compile`], for instances in representation `F` (the registry's are
+/// [`tape::TapeJson`]).
+pub fn compile_for<F: jsonschema::json::Json>(
     schema: &Value,
 ) -> Result<jsonschema::Validator<F>, String> {
     jsonschema::options_for::<F>()

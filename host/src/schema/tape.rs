@@ -130,6 +130,7 @@ impl<'a> Tape<'a> {
     }
 
     /// The string in slot `at`, if it holds one.
+    #[inline]
     fn string_at(&self, at: usize) -> Option<&str> {
         match self.slots[at] {
             Slot::Str { start, len } => Some(&self.text[start as usize..(start + len) as usize]),
@@ -513,11 +514,13 @@ pub struct TapeNode<'a> {
 }
 
 impl<'a> TapeNode<'a> {
+    #[inline]
     fn slot(&self) -> &'a Slot {
         &self.tape.slots[self.at]
     }
 
     /// The index after this value's last slot.
+    #[inline]
     fn after(&self) -> usize {
         match self.slot() {
             Slot::Arr { end, .. } | Slot::Obj { end, .. } => *end as usize,
@@ -525,6 +528,7 @@ impl<'a> TapeNode<'a> {
         }
     }
 
+    #[inline]
     fn at(&self, at: usize) -> TapeNode<'a> {
         TapeNode {
             tape: self.tape,
@@ -542,10 +546,12 @@ impl Json for TapeJson {
     const KEYS_PER_LOOKUP: usize = 8;
     const ACYCLIC: bool = true;
 
+    #[inline]
     fn prepare_key(key: &str) -> String {
         key.to_owned()
     }
 
+    #[inline]
     fn with_string_node<T>(
         buffer: &mut Tape<'static>,
         string: &str,
@@ -576,6 +582,7 @@ pub enum TapeNumber {
 }
 
 impl TapeNumber {
+    #[inline]
     fn number(self) -> serde_json::Number {
         match self {
             TapeNumber::U(u) => u.into(),
@@ -587,6 +594,7 @@ impl TapeNumber {
 }
 
 impl JsonNumber for TapeNumber {
+    #[inline]
     fn as_u64(&self) -> Option<u64> {
         match *self {
             TapeNumber::U(u) => Some(u),
@@ -595,6 +603,7 @@ impl JsonNumber for TapeNumber {
         }
     }
 
+    #[inline]
     fn as_i64(&self) -> Option<i64> {
         match *self {
             TapeNumber::U(u) => i64::try_from(u).ok(),
@@ -603,6 +612,7 @@ impl JsonNumber for TapeNumber {
         }
     }
 
+    #[inline]
     fn as_f64(&self) -> Option<f64> {
         Some(match *self {
             TapeNumber::U(u) => u as f64,
@@ -611,14 +621,17 @@ impl JsonNumber for TapeNumber {
         })
     }
 
+    #[inline]
     fn as_str(&self) -> Cow<'_, str> {
         Cow::Owned(self.number().to_string())
     }
 
+    #[inline]
     fn to_number(&self) -> Cow<'_, serde_json::Number> {
         Cow::Owned(self.number())
     }
 
+    #[inline]
     fn is_integer(&self) -> bool {
         match *self {
             TapeNumber::U(_) | TapeNumber::I(_) => true,
@@ -626,6 +639,7 @@ impl JsonNumber for TapeNumber {
         }
     }
 
+    #[inline]
     fn is_written_as_integer(&self) -> bool {
         !matches!(self, TapeNumber::F(_))
     }
@@ -636,6 +650,7 @@ impl<'a> Node<'a, TapeJson> for TapeNode<'a> {
     type Array = TapeArray<'a>;
     type Number = TapeNumber;
 
+    #[inline]
     fn as_object(&self) -> Option<TapeObject<'a>> {
         match self.slot() {
             Slot::Obj { len, end } => Some(TapeObject {
@@ -647,6 +662,7 @@ impl<'a> Node<'a, TapeJson> for TapeNode<'a> {
         }
     }
 
+    #[inline]
     fn as_array(&self) -> Option<TapeArray<'a>> {
         match self.slot() {
             Slot::Arr { len, end } => Some(TapeArray {
@@ -658,10 +674,12 @@ impl<'a> Node<'a, TapeJson> for TapeNode<'a> {
         }
     }
 
+    #[inline]
     fn as_string(&self) -> Option<Cow<'a, str>> {
         self.tape.string_at(self.at).map(Cow::Borrowed)
     }
 
+    #[inline]
     fn as_number(&self) -> Option<TapeNumber> {
         match *self.slot() {
             Slot::U(u) => Some(TapeNumber::U(u)),
@@ -671,6 +689,7 @@ impl<'a> Node<'a, TapeJson> for TapeNode<'a> {
         }
     }
 
+    #[inline]
     fn as_boolean(&self) -> Option<bool> {
         match self.slot() {
             Slot::Bool(b) => Some(*b),
@@ -678,10 +697,12 @@ impl<'a> Node<'a, TapeJson> for TapeNode<'a> {
         }
     }
 
+    #[inline]
     fn is_null(&self) -> bool {
         matches!(self.slot(), Slot::Null)
     }
 
+    #[inline]
     fn json_type(&self) -> JsonType {
         match self.slot() {
             Slot::Null => JsonType::Null,
@@ -693,6 +714,7 @@ impl<'a> Node<'a, TapeJson> for TapeNode<'a> {
         }
     }
 
+    #[inline]
     fn equals_value(&self, expected: &Value) -> bool {
         // Scalars without building a `Value` (`enum` and `const` run this
         // per event); containers through the default.
@@ -707,6 +729,7 @@ impl<'a> Node<'a, TapeJson> for TapeNode<'a> {
         }
     }
 
+    #[inline]
     fn to_value(&self) -> Cow<'a, Value> {
         Cow::Owned(match self.slot() {
             Slot::Null => Value::Null,
@@ -734,6 +757,7 @@ impl<'a> Node<'a, TapeJson> for TapeNode<'a> {
         })
     }
 
+    #[inline]
     fn identity(&self) -> Option<NodeIdentity> {
         Some(NodeIdentity::tagged(
             self.tape.slots.as_ptr() as usize,
@@ -760,6 +784,7 @@ pub struct Members<'a> {
 impl<'a> Iterator for Members<'a> {
     type Item = (&'a str, TapeNode<'a>);
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         if self.next >= self.end {
             return None;
@@ -780,10 +805,12 @@ impl<'a> Object<'a, TapeJson> for TapeObject<'a> {
     type MemberName = &'a str;
     type MembersIter = Members<'a>;
 
+    #[inline]
     fn len(&self) -> usize {
         self.len
     }
 
+    #[inline]
     fn get(&self, key: &String) -> Option<TapeNode<'a>> {
         // The last of duplicate keys wins, as when parsing into a `Value`.
         self.members()
@@ -792,6 +819,7 @@ impl<'a> Object<'a, TapeJson> for TapeObject<'a> {
             .map(|(_, v)| v)
     }
 
+    #[inline]
     fn members(&self) -> Members<'a> {
         Members {
             node: self.node,
@@ -819,6 +847,7 @@ pub struct Elements<'a> {
 impl<'a> Iterator for Elements<'a> {
     type Item = TapeNode<'a>;
 
+    #[inline]
     fn next(&mut self) -> Option<TapeNode<'a>> {
         if self.next >= self.end {
             return None;
@@ -833,10 +862,12 @@ impl<'a> Array<'a, TapeJson> for TapeArray<'a> {
     type Node = TapeNode<'a>;
     type ElementsIter = Elements<'a>;
 
+    #[inline]
     fn len(&self) -> usize {
         self.len
     }
 
+    #[inline]
     fn elements(&self) -> Elements<'a> {
         Elements {
             node: self.node,
