@@ -17,7 +17,10 @@
 //! `reject` answers 400), when a module reads them (`reject` and
 //! `dead-letter` dead-letter them with class `schema`; `warn` logs and lets
 //! them through) and when a module emits them (an invalid output fails its
-//! event with class `schema`). Compiled validators are kept per version.
+//! event with class `schema`). Compiled validators are kept per version;
+//! they read events' data as a [`tape`], not as `serde_json::Value`s, and
+//! an output forwarding its input's bytes under a version the input's
+//! implies is not read again ([`Registry::validate_output`]).
 
 pub mod api;
 pub mod catalog;
