@@ -4,15 +4,20 @@
 //
 //   node tests/browser/catalog.mjs <catalog url> <screenshot.png>
 //   node tests/browser/catalog.mjs --via-dashboard <dashboard url> <screenshot.png>
+//   node tests/browser/catalog.mjs --via-dashboard --token <token> <dashboard url> <screenshot.png>
 //
 // With --via-dashboard it loads the dashboard first and follows its
-// "Event catalog" link. Then it reads the page, types "payment" into the
+// "Event catalog" link; with --token the host's reads need a token: it
+// gives the token to the dashboard's form first, and reads the catalog in
+// the tab the link opens (and the AsyncAPI document its link points to,
+// as "asyncapi_version"). Then it reads the page, types "payment" into the
 // filter box and reads which sections stay visible.
 //
 // Prints ONE JSON line on stdout:
 //   {"console_errors": [...], "error": null | "...", "url": "<page shown>",
 //    "title": "...", "counts": {"topics", "types", "versions", "modules"},
-//    "asyncapi_href": "...",
+//    "asyncapi_href": "...", "asyncapi_version": "3.0.0" and
+//    "dashboard_console_errors": [...] (with --token; console_errors are then the catalog tab's),
 //    "topics": [{"name", "types": ["order.created v1", ...], "producers": [...], "consumers": [...]}],
 //    "types": [{"name", "owner", "mode", "producers": [...], "consumers": [...],
 //               "versions": n, "diffs": n, "added_lines": n, "removed_lines": n,
@@ -22,7 +27,7 @@
 // Exit 0 when the page loaded (whatever it logged: the caller asserts), 1 when
 // it did not, 2 on bad usage or when the browser could not start.
 // Environment: SLUICE_BROWSER_TOOLS and CHROMIUM, as for dashboard.mjs.
-import { collectErrors, emit, launch } from "./lib.mjs";
+import { collectErrors, emit, onPage } from "./lib.mjs";
 
 const TOTAL_TIMEOUT_MS = 20_000;
 
@@ -30,36 +35,45 @@ async function main() {
   const args = process.argv.slice(2);
   const viaDashboard = args[0] === "--via-dashboard";
   if (viaDashboard) args.shift();
+  let token = null;
+  if (args[0] === "--token") {
+    token = args[1];
+    args.splice(0, 2);
+  }
   const [url, shot] = args;
-  if (!url || !shot) {
-    process.stderr.write("usage: node tests/browser/catalog.mjs [--via-dashboard] <url> <screenshot.png>\n");
+  if (!url || !shot || (token !== null && !viaDashboard)) {
+    process.stderr.write("usage: node tests/browser/catalog.mjs [--via-dashboard [--token <token>]] <url> <screenshot.png>\n");
     return 2;
   }
-  const deadline = Date.now() + TOTAL_TIMEOUT_MS;
-  const left = () => Math.max(1, deadline - Date.now());
   const out = { console_errors: [], error: null };
-
-  let session;
-  try {
-    session = await launch(left());
-  } catch (e) {
-    out.error = `browser: ${e.message}`;
-    emit(out);
-    return 2;
-  }
-  let code = 0;
-  try {
-    const page = await session.browser.newPage();
-    collectErrors(page, out.console_errors);
+  return onPage(out, TOTAL_TIMEOUT_MS, async (first, left) => {
+    let code = 0;
+    let page = first;
     try {
       if (viaDashboard) {
         const resp = await page.goto(url, { waitUntil: "load", timeout: left() });
         if (resp && !resp.ok()) throw new Error(`GET ${url}: HTTP ${resp.status()}`);
+        if (token !== null) {
+          await page.waitForSelector("#auth:not([hidden])", { timeout: left() });
+          await page.type("#token", token);
+          await page.click('#auth button[type="submit"]');
+        }
         await page.waitForSelector('body[data-loaded="1"]', { timeout: left() });
-        await Promise.all([
-          page.waitForNavigation({ waitUntil: "load", timeout: left() }),
-          page.click("#catalog-link"),
-        ]);
+        if (token !== null) {
+          const opened = page.browser().waitForTarget((t) => t.opener() === page.target(), { timeout: left() });
+          await page.click("#catalog-link");
+          page = await (await opened).page();
+          // What the dashboard logged (its reads answered 401 until it had
+          // the token) apart from what the catalog's tab logs.
+          out.dashboard_console_errors = out.console_errors.splice(0);
+          collectErrors(page, out.console_errors);
+          await page.waitForFunction(() => document.readyState === "complete", { timeout: left() });
+        } else {
+          await Promise.all([
+            page.waitForNavigation({ waitUntil: "load", timeout: left() }),
+            page.click("#catalog-link"),
+          ]);
+        }
       } else {
         const resp = await page.goto(url, { waitUntil: "load", timeout: left() });
         if (resp && !resp.ok()) throw new Error(`GET ${url}: HTTP ${resp.status()}`);
@@ -71,6 +85,13 @@ async function main() {
     }
     if (code === 0) {
       out.url = page.url();
+      if (token !== null) {
+        // The document the page links to, as the page reaches it.
+        out.asyncapi_version = await page.evaluate(async () => {
+          const r = await fetch(document.getElementById("asyncapi-link").href);
+          return (await r.json()).asyncapi;
+        });
+      }
       Object.assign(out, await page.evaluate(() => {
         const text = (el) => (el ? el.textContent.trim() : null);
         const all = (root, sel) => [...root.querySelectorAll(sel)];
@@ -123,14 +144,8 @@ async function main() {
         out.error = `screenshot failed: ${e.message}`;
       }
     }
-  } catch (e) {
-    out.error = out.error || `browser: ${e.message}`;
-    code = 1;
-  } finally {
-    await session.close();
-  }
-  emit(out);
-  return code;
+    return code;
+  });
 }
 
 main().then((code) => process.exit(code), (e) => {

@@ -19,7 +19,7 @@
 //                         normal import
 //   CHROMIUM              browser executable; else chromium (or
 //                         chromium-browser, google-chrome) found on PATH
-import { collectErrors, emit, launch } from "./lib.mjs";
+import { emit, onPage } from "./lib.mjs";
 
 const TOTAL_TIMEOUT_MS = 20_000;
 const FIELDS = ["events_in", "applied", "emitted", "dead_letters", "dead_letter_depth", "retries", "lag"];
@@ -30,24 +30,9 @@ async function main() {
     process.stderr.write("usage: node tests/browser/dashboard.mjs <url> <screenshot.png>\n");
     return 2;
   }
-  const deadline = Date.now() + TOTAL_TIMEOUT_MS;
-  const left = () => Math.max(1, deadline - Date.now());
   const out = { console_errors: [], modules: [], title: null, refreshes: 0, error: null };
-
-  let session;
-  try {
-    session = await launch(left());
-  } catch (e) {
-    out.error = `browser: ${e.message}`;
-    emit(out);
-    return 2;
-  }
-  let code = 0;
-  try {
-    const browser = session.browser;
-    const page = await browser.newPage();
-    await page.setViewport({ width: 1440, height: 900 });
-    collectErrors(page, out.console_errors);
+  return onPage(out, TOTAL_TIMEOUT_MS, async (page, left) => {
+    let code = 0;
 
     try {
       const resp = await page.goto(url, { waitUntil: "load", timeout: left() });
@@ -89,14 +74,8 @@ async function main() {
     } catch (e) {
       if (!out.error) out.error = `screenshot failed: ${e.message}`;
     }
-  } catch (e) {
-    out.error = out.error || `browser: ${e.message}`;
-    code = 1;
-  } finally {
-    await session.close();
-  }
-  emit(out);
-  return code;
+    return code;
+  });
 }
 
 main().then((code) => process.exit(code), (e) => {

@@ -91,3 +91,34 @@ export function collectErrors(page, errors) {
 
 // One JSON line on stdout: what the Rust test reads.
 export function emit(out) { process.stdout.write(JSON.stringify(out) + "\n"); }
+
+// Run `body(page, left)` on a new page of a new browser, all within
+// `timeoutMs` (`left()` is what remains, for puppeteer's timeouts). The
+// page's errors go to `out.console_errors`; a throw, to `out.error`. Prints
+// `out` as one JSON line and returns the exit code: what `body` returned
+// (0 when nothing), 1 when it threw, 2 when the browser could not start.
+export async function onPage(out, timeoutMs, body) {
+  const deadline = Date.now() + timeoutMs;
+  const left = () => Math.max(1, deadline - Date.now());
+  let session;
+  try {
+    session = await launch(left());
+  } catch (e) {
+    out.error = `browser: ${e.message}`;
+    emit(out);
+    return 2;
+  }
+  let code = 0;
+  try {
+    const page = await session.browser.newPage();
+    collectErrors(page, out.console_errors);
+    code = (await body(page, left)) || 0;
+  } catch (e) {
+    out.error = out.error || `browser: ${e.message}`;
+    code = 1;
+  } finally {
+    await session.close();
+  }
+  emit(out);
+  return code;
+}

@@ -660,3 +660,45 @@ fn the_catalog_is_valid_asyncapi_and_a_page_that_shows_every_topic_type_and_modu
     assert_eq!(disk["asyncapi_href"], "asyncapi.json");
     assert_eq!(disk["types"], page["types"]);
 }
+
+#[test]
+fn where_reads_need_the_token_the_dashboard_opens_the_catalog_with_it() {
+    // `extra` lands in the host's [api] table first.
+    let host = HostProc::start("read-token = true\n[schemas]\ndir = \"schemas\"\n", |m| {
+        catalog_schemas(m.parent().unwrap());
+        stage(m, &["filter"]);
+    });
+    wait_for(Duration::from_secs(30), "the filter running", || {
+        let (_, m) = api(&host.addr, "GET", "/v1/modules/filter", None, Some(TOKEN));
+        (m["status"] == "running").then_some(())
+    });
+    let (code, body) = api(&host.addr, "GET", "/catalog", None, None);
+    assert_eq!(code, 401, "{body}");
+    let tools = sluice_tests::obs::tools_dir("browser-tools.sh");
+    let page = catalog_page(
+        &tools,
+        &[
+            "--via-dashboard",
+            "--token",
+            TOKEN,
+            &format!("{}/", host.addr),
+        ],
+        "catalog-token.png",
+    );
+    // The dashboard's reads before it had the token were refused, and
+    // nothing else went wrong.
+    for e in page["dashboard_console_errors"].as_array().unwrap() {
+        assert!(e.as_str().unwrap().contains("401 (Unauthorized)"), "{e}");
+    }
+    // Fetched with the token and shown from memory, its AsyncAPI link too.
+    assert!(page["url"].as_str().unwrap().starts_with("blob:"), "{page}");
+    assert!(
+        page["asyncapi_href"].as_str().unwrap().starts_with("blob:"),
+        "{page}"
+    );
+    assert_eq!(page["asyncapi_version"], "3.0.0");
+    assert_eq!(
+        page["counts"],
+        json!({"topics": 2, "types": 5, "versions": 6, "modules": 1})
+    );
+}

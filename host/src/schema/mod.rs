@@ -18,9 +18,10 @@
 //! `dead-letter` dead-letter them with class `schema`; `warn` logs and lets
 //! them through) and when a module emits them (an invalid output fails its
 //! event with class `schema`). Compiled validators are kept per version;
-//! they read events' data as a [`tape`], not as `serde_json::Value`s, and
-//! an output forwarding its input's bytes under a version the input's
-//! implies is not read again ([`Registry::validate_output`]).
+//! they read events' data as a [`tape`], not as `serde_json::Value`s (a
+//! key twice in one object is refused: which value counts is undefined),
+//! and an output forwarding its input's bytes under the same schema but
+//! for annotations is not read again ([`Registry::validate_output`]).
 
 pub mod api;
 pub mod catalog;
@@ -232,9 +233,9 @@ pub struct Registry {
     consumers: RwLock<BTreeMap<String, Vec<contract::Consumes>>>,
     /// Serializes registrations (ids, history).
     writing: Mutex<()>,
-    /// Whether every instance of one version (by id) is valid under
-    /// another: decided once per pair (versions never change).
-    implied: RwLock<std::collections::HashMap<(u64, u64), bool>>,
+    /// Whether two versions (by id) are the same schema but for
+    /// annotations: decided once per pair (versions never change).
+    same: RwLock<std::collections::HashMap<(u64, u64), bool>>,
     default_policy: Policy,
     policies: BTreeMap<String, Policy>,
 }
@@ -266,7 +267,7 @@ impl Registry {
             refused: Mutex::default(),
             consumers: RwLock::default(),
             writing: Mutex::default(),
-            implied: RwLock::default(),
+            same: RwLock::default(),
             default_policy,
             policies,
         };
@@ -284,7 +285,7 @@ impl Registry {
             refused: Mutex::default(),
             consumers: RwLock::default(),
             writing: Mutex::default(),
-            implied: RwLock::default(),
+            same: RwLock::default(),
             default_policy: Policy::default(),
             policies: BTreeMap::new(),
         }
@@ -544,15 +545,15 @@ impl Registry {
     /// Validate a module's output of type `ty` (against the latest
     /// version), counting a failure. An output whose data are the bytes of
     /// its input event, which passed version `input.schema`, is valid
-    /// without being read again when every instance of that version is
-    /// valid under this one (decided once per pair by the rules consumer
-    /// contracts use): a filter or a router forwarding what it read.
+    /// without being read again when the two versions are the same schema
+    /// but for annotations (`title`, `description`, `examples`, ...): a
+    /// filter or a router forwarding what it read.
     pub fn validate_output(&self, ty: &str, data: &[u8], input: Option<&Validated>) -> Verdict {
         if let Some(inp) = input
             && inp.data == data
             && let Some(t) = self.get(ty)
             && let Some(v) = t.versions.values().next_back()
-            && self.implies(inp.schema, v.id)
+            && self.same_rules(inp.schema, v.id)
         {
             return Verdict::Valid {
                 version: v.version,
@@ -562,25 +563,23 @@ impl Registry {
         self.validate(Stage::Output, ty, None, data)
     }
 
-    /// Whether every instance valid under version `writer` is valid under
-    /// version `reader` (ids).
-    fn implies(&self, writer: u64, reader: u64) -> bool {
-        if writer == reader {
+    /// Whether versions `a` and `b` (ids) accept exactly the same
+    /// instances because they are the same schema but for annotations
+    /// (decided once per pair: versions never change).
+    fn same_rules(&self, a: u64, b: u64) -> bool {
+        if a == b {
             return true;
         }
-        if let Some(known) = self.implied.read().unwrap().get(&(writer, reader)) {
+        if let Some(known) = self.same.read().unwrap().get(&(a, b)) {
             return *known;
         }
-        let holds = match (self.by_id(writer), self.by_id(reader)) {
-            (Some((_, w)), Some((_, r))) => {
-                sluice_schema::reader_rejects(&w.schema, &r.schema).is_empty()
+        let holds = match (self.by_id(a), self.by_id(b)) {
+            (Some((_, x)), Some((_, y))) => {
+                without_annotations(&x.schema) == without_annotations(&y.schema)
             }
             _ => false,
         };
-        self.implied
-            .write()
-            .unwrap()
-            .insert((writer, reader), holds);
+        self.same.write().unwrap().insert((a, b), holds);
         holds
     }
 
@@ -626,6 +625,71 @@ fn registered(name: &str, stored: Stored) -> anyhow::Result<Registered> {
         mode,
         versions,
     })
+}
+
+/// Keywords whose value is a subschema (JSON Schema 2020-12, and the
+/// draft-7 forms authors still write).
+pub const SUBSCHEMA: &[&str] = &[
+    "items",
+    "additionalProperties",
+    "not",
+    "if",
+    "then",
+    "else",
+    "contains",
+    "propertyNames",
+    "unevaluatedItems",
+    "unevaluatedProperties",
+    "additionalItems",
+    "contentSchema",
+];
+/// Keywords whose value maps names to subschemas.
+pub const SUBSCHEMA_MAP: &[&str] = &[
+    "properties",
+    "patternProperties",
+    "$defs",
+    "definitions",
+    "dependentSchemas",
+];
+/// Keywords whose value is a list of subschemas.
+pub const SUBSCHEMA_LIST: &[&str] = &["allOf", "anyOf", "oneOf", "prefixItems"];
+
+/// `schema` without the keywords that only annotate (no instance is valid
+/// or invalid because of them), wherever a subschema can be: so that two
+/// schemas differing in titles, descriptions or examples compare equal.
+/// Property names, enum values and constants are data and kept as they are.
+pub fn without_annotations(schema: &Value) -> Value {
+    const ANNOTATIONS: &[&str] = &[
+        "title",
+        "description",
+        "examples",
+        "$comment",
+        "default",
+        "deprecated",
+        "readOnly",
+        "writeOnly",
+    ];
+    let Value::Object(o) = schema else {
+        return schema.clone();
+    };
+    o.iter()
+        .filter(|(k, _)| !ANNOTATIONS.contains(&k.as_str()))
+        .map(|(k, v)| {
+            let v = match v {
+                _ if SUBSCHEMA.contains(&k.as_str()) => without_annotations(v),
+                Value::Object(m) if SUBSCHEMA_MAP.contains(&k.as_str()) => Value::Object(
+                    m.iter()
+                        .map(|(name, s)| (name.clone(), without_annotations(s)))
+                        .collect(),
+                ),
+                Value::Array(xs) if SUBSCHEMA_LIST.contains(&k.as_str()) => {
+                    Value::Array(xs.iter().map(without_annotations).collect())
+                }
+                other => other.clone(),
+            };
+            (k.clone(), v)
+        })
+        .collect()
 }
 
 /// A validator of `serde_json::Value`s for a JSON Schema 2020-12 document
@@ -716,7 +780,11 @@ fn verdict(t: &Registered, dataschema: Option<&str>, data: &[u8]) -> Verdict {
         Err((e, slots)) => (
             vec![Violation {
                 pointer: String::new(),
-                message: format!("data is not JSON: {e}"),
+                message: if e.is_duplicate_key() {
+                    format!("data is ambiguous: {e} (readers differ on which value they take)")
+                } else {
+                    format!("data is not JSON: {e}")
+                },
             }],
             slots,
         ),
@@ -768,14 +836,47 @@ mod tests {
     }
 
     #[test]
-    fn a_forwarded_input_is_not_read_again_where_its_schema_implies_the_outputs() {
+    fn annotations_are_dropped_where_subschemas_are_and_data_is_kept() {
+        let s = serde_json::json!({
+            "title": "t", "description": "d", "examples": [1],
+            "type": "object",
+            "properties": {
+                "title": {"type": "string", "description": "a property called title"},
+                "kind": {"enum": ["title", {"description": 1}]},
+            },
+            "items": {"$comment": "c", "type": "integer"},
+            "oneOf": [{"title": "x", "minimum": 1}],
+            "$defs": {"m": {"default": 0, "type": "integer"}},
+            "const": {"title": "kept"},
+        });
+        assert_eq!(
+            without_annotations(&s),
+            serde_json::json!({
+                "type": "object",
+                "properties": {
+                    "title": {"type": "string"},
+                    "kind": {"enum": ["title", {"description": 1}]},
+                },
+                "items": {"type": "integer"},
+                "oneOf": [{"minimum": 1}],
+                "$defs": {"m": {"type": "integer"}},
+                "const": {"title": "kept"},
+            })
+        );
+    }
+
+    #[test]
+    fn a_forwarded_input_is_not_read_again_under_the_same_rules() {
         let d = tempfile::tempdir().unwrap();
         let r = Registry::empty(Arc::new(Store::open(d.path(), false).unwrap()));
         r.register("order.created", &meta(), Mode::Backward, 1, v1())
             .unwrap();
-        // order.seen: the same shape (implied); order.large: amounts from
-        // 100 only (not implied).
-        r.register("order.seen", &meta(), Mode::Backward, 1, v1())
+        // order.seen: the same rules under another title (the same schema
+        // but for annotations); order.large: amounts from 100 only.
+        let mut seen = v1();
+        seen["title"] = "order.seen".into();
+        seen["properties"]["amount"]["description"] = "in cents".into();
+        r.register("order.seen", &meta(), Mode::Backward, 1, seen)
             .unwrap();
         let mut large = v1();
         large["properties"]["amount"]["minimum"] = 100.into();
@@ -794,7 +895,7 @@ mod tests {
             r.validate_output("order.seen", data, Some(&input)),
             Verdict::Valid { .. }
         ));
-        // Under a schema it does not imply, the output is read and refused.
+        // Under other rules, the output is read and refused.
         assert!(matches!(
             r.validate_output("order.large", data, Some(&input)),
             Verdict::Invalid { .. }

@@ -16,7 +16,7 @@
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use super::{Catalog, EventType, Message, safe_key};
+use super::{Catalog, EventType, Message};
 
 /// The AsyncAPI version written.
 pub const VERSION: &str = "3.0.0";
@@ -48,7 +48,7 @@ pub fn document(c: &Catalog) -> Value {
             who.push(format!("read by {}", list(&t.consumers)));
         }
         channels.insert(
-            safe_key(name),
+            name.clone(),
             json!({
                 "address": name,
                 "title": name,
@@ -60,7 +60,8 @@ pub fn document(c: &Catalog) -> Value {
 
     let mut operations = Map::new();
     for op in c.operations() {
-        let ch = safe_key(&op.topic);
+        // Topic and module names are already what AsyncAPI keys allow.
+        let ch = op.topic.clone();
         let verb = if op.action == "send" {
             "writes to"
         } else {
@@ -72,7 +73,7 @@ pub fn document(c: &Catalog) -> Value {
             .map(|m| json!({ "$ref": format!("#/channels/{ch}/messages/{}", m.key()) }))
             .collect();
         operations.insert(
-            format!("{}.{}.{}", safe_key(&op.module), op.action, ch),
+            format!("{}.{}.{}", op.module, op.action, ch),
             json!({
                 "action": op.action,
                 "channel": { "$ref": format!("#/channels/{ch}") },
@@ -119,7 +120,7 @@ pub fn document(c: &Catalog) -> Value {
         if let Some(p) = &s.pathname {
             v["pathname"] = json!(p);
         }
-        servers.insert(safe_key(&s.name), v);
+        servers.insert(s.name.clone(), v);
     }
 
     let mut doc = json!({
@@ -221,24 +222,34 @@ fn example_headers(ty: &str, v: u32, i: usize) -> Value {
     })
 }
 
-/// Rewrite every local `$ref` (`#/...`, relative to the schema's root) to
-/// point at the same place inside the document, under `base`.
+/// Rewrite every local `$ref` that is a JSON pointer (`#` or `#/...`,
+/// relative to the schema's root) to point at the same place inside the
+/// document, under `base`. Only subschemas are walked: `const`, `enum`,
+/// `default` and `examples` are data, and a property may be called `$ref`.
+/// Anchors (`#name`) are left as they are.
 pub fn rebase_refs(v: &mut Value, base: &str) {
-    match v {
-        Value::Object(o) => {
-            for (k, x) in o.iter_mut() {
-                if k == "$ref"
-                    && let Value::String(r) = x
-                    && let Some(rest) = r.strip_prefix('#')
+    use crate::schema::{SUBSCHEMA, SUBSCHEMA_LIST, SUBSCHEMA_MAP};
+    let Value::Object(o) = v else {
+        return;
+    };
+    for (k, x) in o.iter_mut() {
+        match (k.as_str(), x) {
+            ("$ref", Value::String(r)) => {
+                if let Some(rest) = r.strip_prefix('#')
+                    && (rest.is_empty() || rest.starts_with('/'))
                 {
                     *r = format!("{base}{rest}");
-                } else {
-                    rebase_refs(x, base);
                 }
             }
+            (k, x) if SUBSCHEMA.contains(&k) => rebase_refs(x, base),
+            (k, Value::Object(m)) if SUBSCHEMA_MAP.contains(&k) => {
+                m.values_mut().for_each(|s| rebase_refs(s, base));
+            }
+            (k, Value::Array(xs)) if SUBSCHEMA_LIST.contains(&k) => {
+                xs.iter_mut().for_each(|s| rebase_refs(s, base));
+            }
+            _ => {}
         }
-        Value::Array(xs) => xs.iter_mut().for_each(|x| rebase_refs(x, base)),
-        _ => {}
     }
 }
 
@@ -267,11 +278,14 @@ mod tests {
     #[test]
     fn local_refs_point_inside_the_document_and_others_are_left() {
         let mut s = json!({
-            "$defs": { "money": { "type": "integer" } },
+            "$defs": { "money": { "$anchor": "money", "type": "integer" } },
             "properties": {
                 "amount": { "$ref": "#/$defs/money" },
                 "self": { "$ref": "#" },
                 "remote": { "$ref": "https://example.com/s.json" },
+                "anchored": { "$ref": "#money" },
+                "$ref": { "items": { "$ref": "#/$defs/money" } },
+                "data": { "const": { "$ref": "#/not/a/ref" } },
             },
         });
         rebase_refs(&mut s, "#/components/messages/x.v1/payload/schema");

@@ -61,7 +61,7 @@ pub fn page(c: &Catalog, asyncapi_href: &str) -> String {
             let _ = writeln!(
                 h,
                 "<tr class=\"topic filterable\" id=\"topic-{id}\" data-search=\"{search}\"><td><code>{name}</code></td><td>{msgs}</td><td>{p}</td><td>{c}</td></tr>",
-                id = esc(&safe_key(name)),
+                id = esc(name),
                 search = esc(&search_text(
                     [name.as_str()]
                         .into_iter()
@@ -150,7 +150,7 @@ pub fn page(c: &Catalog, asyncapi_href: &str) -> String {
             let _ = writeln!(
                 h,
                 "<tr class=\"module filterable\" id=\"module-{id}\" data-search=\"{search}\"><td><code>{name}</code></td><td>{version}</td><td>{reads}</td><td>{writes}</td><td><code>{dlq}</code></td><td>{contracts}</td></tr>",
-                id = esc(&safe_key(&m.name)),
+                id = esc(&m.name),
                 search = esc(&search_text(
                     [m.name.as_str()]
                         .into_iter()
@@ -206,13 +206,7 @@ fn event_type(
             "<span class=\"none\">none declared</span>".to_string()
         } else {
             on.iter()
-                .map(|n| {
-                    format!(
-                        "<a href=\"#topic-{}\"><code>{}</code></a>",
-                        esc(&safe_key(n)),
-                        esc(n)
-                    )
-                })
+                .map(|n| format!("<a href=\"#topic-{}\"><code>{}</code></a>", esc(n), esc(n)))
                 .collect::<Vec<_>>()
                 .join(", ")
         },
@@ -364,7 +358,7 @@ fn module_links(ms: &BTreeSet<String>) -> String {
         return "<span class=\"none\">no module</span>".into();
     }
     ms.iter()
-        .map(|m| format!("<a href=\"#module-{}\">{}</a>", esc(&safe_key(m)), esc(m)))
+        .map(|m| format!("<a href=\"#module-{}\">{}</a>", esc(m), esc(m)))
         .collect::<Vec<_>>()
         .join(", ")
 }

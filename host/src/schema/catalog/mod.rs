@@ -133,28 +133,35 @@ pub struct Message {
 
 impl Message {
     /// Its key in the AsyncAPI document and its anchor in the page:
-    /// `order.created.v1` (characters outside `[A-Za-z0-9._-]` become `_`).
+    /// `order.created.v1`, or `<type>.none` for a type with no schema
+    /// (see [`safe_key`]: no two messages share a key).
     pub fn key(&self) -> String {
         let base = safe_key(&self.ty);
         match self.version {
             Some(v) => format!("{base}.v{v}"),
-            None => base,
+            None => format!("{base}.none"),
         }
     }
 }
 
-/// `s` with every character outside `[A-Za-z0-9._-]` replaced by `_` (the
-/// keys AsyncAPI allows in `components`).
+/// An event type as the keys AsyncAPI allows in `components`
+/// (`[A-Za-z0-9._-]`), one to one: `_` is written `__`, and any other
+/// character outside the set as `_` and the hex of each of its UTF-8 bytes.
 pub fn safe_key(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '_'
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '_' => out.push_str("__"),
+            c if c.is_ascii_alphanumeric() || matches!(c, '.' | '-') => out.push(c),
+            c => {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    out.push_str(&format!("_{b:02X}"));
+                }
             }
-        })
-        .collect()
+        }
+    }
+    out
 }
 
 /// One topic as the modules use it.
@@ -407,11 +414,28 @@ mod tests {
     }
 
     #[test]
-    fn keys_are_what_asyncapi_allows() {
+    fn keys_are_what_asyncapi_allows_and_never_shared() {
         assert_eq!(msg("order.created", Some(3)).key(), "order.created.v3");
         assert_eq!(
             msg("com.example/Order created", None).key(),
-            "com.example_Order_created"
+            "com.example_2FOrder_20created.none"
         );
+        // Types that a lossy replacement would merge stay apart.
+        let keys = [
+            msg("a/b", None).key(),
+            msg("a_b", None).key(),
+            msg("a_2Fb", None).key(),
+            msg("x.v1", None).key(),
+            msg("x", Some(1)).key(),
+        ];
+        let distinct: BTreeSet<&String> = keys.iter().collect();
+        assert_eq!(distinct.len(), keys.len(), "{keys:?}");
+        for k in &keys {
+            assert!(
+                k.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)),
+                "{k}"
+            );
+        }
     }
 }
