@@ -119,6 +119,9 @@ impl<'a> Tape<'a> {
             slots,
             escaped: Vec::new(),
             duplicate: None,
+            keys: [(0, 0); 16],
+            nkeys: 0,
+            keys_spilled: false,
         };
         match p.document() {
             Ok(()) => Ok(Tape {
@@ -186,6 +189,24 @@ struct Parser<'a> {
     escaped: Vec<String>,
     /// A key found twice, and where its second one is.
     duplicate: Option<(String, usize)>,
+    /// The keys of the objects open now, innermost last: each key's
+    /// [`word`] and slot (checked for a key twice when its object closes).
+    keys: [(u64, usize); 16],
+    nkeys: usize,
+    /// More keys were pending than `keys` holds: objects closing from then
+    /// on walk their members instead.
+    keys_spilled: bool,
+}
+
+/// A key's length, first, middle and last byte: keys with different words
+/// differ, so only keys with the same word are compared in full.
+fn word(b: &[u8]) -> u64 {
+    match b.len() {
+        0 => 0,
+        n => {
+            n as u64 | u64::from(b[0]) << 32 | u64::from(b[n / 2]) << 40 | u64::from(b[n - 1]) << 48
+        }
+    }
 }
 
 type Step = Result<(), &'static str>;
@@ -334,10 +355,37 @@ impl<'a> Parser<'a> {
             }
             _ => unreachable!("only containers close"),
         };
-        if members > 1 {
-            self.unique_keys(slot, members)?;
+        if self.keys_spilled {
+            // Past the stack (16 keys pending): walk this object's members.
+            if members > 1 {
+                self.unique_keys(slot)?;
+            }
+        } else {
+            // Its keys are the last `members` on the stack: the keys of
+            // objects inside it were taken off when those closed.
+            let from = self.nkeys - members;
+            for j in from + 1..self.nkeys {
+                let (w, k) = self.keys[j];
+                for &(v, i) in &self.keys[from..j] {
+                    if v == w && self.key_at(i) == self.key_at(k) {
+                        return self.twice(k);
+                    }
+                }
+            }
+            self.nkeys = from;
         }
         Ok(parent)
+    }
+
+    /// Fail on the key in slot `k`, which its object has already.
+    fn twice(&mut self, k: usize) -> Result<usize, &'static str> {
+        let at = match self.slots[k] {
+            // Where the key is (its opening quote).
+            Slot::Str { start, .. } => start as usize - 1,
+            _ => self.at,
+        };
+        self.duplicate = Some((self.key_at(k).to_owned(), at));
+        Err("duplicate key")
     }
 
     /// The key in slot `at`.
@@ -349,9 +397,9 @@ impl<'a> Parser<'a> {
         }
     }
 
-    /// Refuse an object (closed, at `slot`, with `members` members) with a
-    /// key twice.
-    fn unique_keys(&mut self, slot: usize, members: usize) -> Step {
+    /// Refuse an object (closed, at `slot`) with a key twice, walking its
+    /// members (when the stack of keys could not hold them).
+    fn unique_keys(&mut self, slot: usize) -> Step {
         let Slot::Obj { end, .. } = self.slots[slot] else {
             return Ok(());
         };
@@ -363,50 +411,16 @@ impl<'a> Parser<'a> {
             };
             (next < end as usize).then_some(next)
         });
-        let twice = if members <= 16 {
-            // Few keys (the usual event): compare each pair by a word of
-            // length and first bytes, in full only where the words agree.
-            // No allocation.
-            let word = |k: &str| {
-                let mut w = [0u8; 8];
-                let n = k.len().min(7);
-                w[..n].copy_from_slice(&k.as_bytes()[..n]);
-                w[7] = k.len() as u8;
-                u64::from_le_bytes(w)
-            };
-            let mut at = [0usize; 16];
-            let mut words = [0u64; 16];
-            let mut found = None;
-            'keys: for (j, k) in keys.enumerate() {
-                let w = word(self.key_at(k));
-                for i in 0..j {
-                    if words[i] == w && self.key_at(at[i]) == self.key_at(k) {
-                        found = Some(k);
-                        break 'keys;
-                    }
-                }
-                at[j] = k;
-                words[j] = w;
-            }
-            found
-        } else {
-            let mut sorted: Vec<(&str, usize)> = keys.map(|k| (self.key_at(k), k)).collect();
-            sorted.sort_unstable();
-            sorted
-                .windows(2)
-                .find(|w| w[0].0 == w[1].0)
-                .map(|w| w[0].1.max(w[1].1))
-        };
-        let Some(k) = twice else {
-            return Ok(());
-        };
-        let at = match self.slots[k] {
-            // Where the key is (its opening quote).
-            Slot::Str { start, .. } => start as usize - 1,
-            _ => self.at,
-        };
-        self.duplicate = Some((self.key_at(k).to_owned(), at));
-        Err("duplicate key")
+        let mut sorted: Vec<(&str, usize)> = keys.map(|k| (self.key_at(k), k)).collect();
+        sorted.sort_unstable();
+        let twice = sorted
+            .windows(2)
+            .find(|w| w[0].0 == w[1].0)
+            .map(|w| w[0].1.max(w[1].1));
+        match twice {
+            Some(k) => self.twice(k).map(|_| ()),
+            None => Ok(()),
+        }
     }
 
     /// A member's key and its colon; the value follows.
@@ -418,6 +432,18 @@ impl<'a> Parser<'a> {
             None => return Err("EOF while parsing an object"),
         }
         let k = self.string()?;
+        // Its word on the stack of the open objects' keys (see `close`).
+        if self.nkeys < self.keys.len() {
+            let bytes = match k {
+                Slot::Str { start, len } => &self.b[start as usize..(start + len) as usize],
+                Slot::Esc(n) => self.escaped[n as usize].as_bytes(),
+                _ => unreachable!("a key is a string"),
+            };
+            self.keys[self.nkeys] = (word(bytes), self.slots.len());
+            self.nkeys += 1;
+        } else {
+            self.keys_spilled = true;
+        }
         self.slots.push(k);
         self.ws();
         if self.peek() != Some(b':') {
@@ -1120,13 +1146,21 @@ mod tests {
                 .unwrap_err()
                 .is_duplicate_key()
         );
-        // Past 16 keys (sorted rather than compared pairwise).
-        let many: Vec<String> = (0..40).map(|i| format!("\"k{i}\":{i}")).collect();
-        let ok = format!("{{{}}}", many.join(","));
-        assert!(Tape::parse(ok.as_bytes()).is_ok());
-        let twice = format!("{{{},\"k7\":0}}", many.join(","));
-        let e = Tape::parse(twice.as_bytes()).unwrap_err();
-        assert!(e.to_string().starts_with(r#"the key "k7""#), "{e}");
+        // Many keys; past 16 pending at once, objects are checked by
+        // sorting their keys instead.
+        for n in [40, 70] {
+            let many: Vec<String> = (0..n)
+                .map(|i| format!("\"k{i}\":{{\"k{i}\":{i}}}"))
+                .collect();
+            let ok = format!("{{{}}}", many.join(","));
+            assert!(Tape::parse(ok.as_bytes()).is_ok(), "{n}");
+            let twice = format!("{{{},\"k7\":0}}", many.join(","));
+            let e = Tape::parse(twice.as_bytes()).unwrap_err();
+            assert!(e.to_string().starts_with(r#"the key "k7""#), "{n}: {e}");
+            let inner = format!("[{{{}}}, {{\"a\":{{\"b\":1,\"b\":2}}}}]", many.join(","));
+            let e = Tape::parse(inner.as_bytes()).unwrap_err();
+            assert!(e.to_string().starts_with(r#"the key "b""#), "{n}: {e}");
+        }
         // The same key in different objects, or as a value, is fine.
         assert!(Tape::parse(br#"{"a":{"a":1},"b":[{"a":1},{"a":2}],"c":"a"}"#).is_ok());
         // Keys sharing their first seven bytes and length are told apart.
