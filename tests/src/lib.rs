@@ -223,7 +223,10 @@ impl HostProc {
         unsafe {
             libc::kill(pid, libc::SIGTERM);
         }
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // The host may take its whole shutdown-timeout (30 s by default) to
+        // drain: wait past it, so a slow drain on a loaded machine is told
+        // from a hang.
+        let deadline = Instant::now() + Duration::from_secs(45);
         loop {
             if let Some(s) = c.try_wait().unwrap() {
                 return s.code();
@@ -231,7 +234,13 @@ impl HostProc {
             if Instant::now() > deadline {
                 let _ = c.kill();
                 let _ = c.wait();
-                panic!("host did not exit within 30s of SIGTERM");
+                let log = self.log();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                panic!(
+                    "host did not exit within 45s of SIGTERM; its log ends:\n{}",
+                    tail.join("\n")
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
