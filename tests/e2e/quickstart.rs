@@ -7,11 +7,8 @@ use sluice_tests::*;
 #[test]
 fn example_modules_filter_aggregate_and_route_the_sample_events() {
     let host = HostProc::start("", |m| stage(m, &["filter", "aggregator", "router"]));
-    let sample = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../examples/quickstart/orders.jsonl"
-    );
-    let run = host.cli(&["produce", "orders", "--file", sample]);
+    let sample = sluice_tests::obs::repo().join("examples/quickstart/orders.jsonl");
+    let run = host.cli(&["produce", "orders", "--file", sample.to_str().unwrap()]);
     assert!(run.ok, "{}", run.stderr);
     let err = run.stderr;
     let lines = std::fs::read_to_string(sample).unwrap();

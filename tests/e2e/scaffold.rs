@@ -2,7 +2,7 @@
 //! builds, and runs in a host. And the unit tests of the JavaScript and
 //! Python modules in `modules/` (native, with the in-memory hosts).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -105,7 +105,7 @@ fn sluice_new_makes_a_module_that_tests_builds_and_runs_in_every_language() {
 
 #[test]
 fn the_javascript_and_python_modules_pass_their_unit_tests() {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let repo = sluice_tests::obs::repo();
     for m in ["aggregator-js", "aggregator-py", "snoop-js", "snoop-py"] {
         let out = Command::new(repo.join("scripts/build-module.sh"))
             .arg("test")
