@@ -335,17 +335,24 @@ impl Service {
 
     /// Stop intake of every module, let in-flight events commit, drain the
     /// outbox, stop housekeeping.
+    ///
+    /// The modules stop first: nothing else may hold them up. The module
+    /// watcher is stopped before them (it must not deploy while they stop);
+    /// the sampler and housekeeping are told to stop at once but waited for
+    /// only after the modules, since a sample may wait on the broker.
     pub fn shutdown(&self) {
         if let Some(mut w) = self.watcher.lock().unwrap().take() {
             w.stop();
         }
-        if let Some(mut s) = self.sampler.lock().unwrap().take() {
-            s.stop();
+        let sampler = self.sampler.lock().unwrap().take();
+        let housekeeping = self.housekeeping.lock().unwrap().take();
+        for t in sampler.iter().chain(&housekeeping) {
+            t.request_stop();
         }
         self.lifecycle.stop_all();
         self.output.stop();
-        if let Some(mut h) = self.housekeeping.lock().unwrap().take() {
-            h.stop();
+        for mut t in sampler.into_iter().chain(housekeeping) {
+            t.stop();
         }
         self.telemetry.tracer().shutdown();
         let left = self.store.outbox_len().unwrap_or(0);

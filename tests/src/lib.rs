@@ -229,21 +229,31 @@ impl HostProc {
         let deadline = Instant::now() + Duration::from_secs(45);
         loop {
             if let Some(s) = c.try_wait().unwrap() {
+                if s.code() != Some(0) {
+                    eprintln!(
+                        "host exited with {s} after SIGTERM; its log ends:\n{}",
+                        self.log_tail(200)
+                    );
+                }
                 return s.code();
             }
             if Instant::now() > deadline {
                 let _ = c.kill();
                 let _ = c.wait();
-                let log = self.log();
-                let tail: Vec<&str> = log.lines().rev().take(40).collect();
-                let tail: Vec<&str> = tail.into_iter().rev().collect();
                 panic!(
                     "host did not exit within 45s of SIGTERM; its log ends:\n{}",
-                    tail.join("\n")
+                    self.log_tail(60)
                 );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The last `n` lines of the host's log.
+    pub fn log_tail(&self, n: usize) -> String {
+        let log = self.log();
+        let tail: Vec<&str> = log.lines().rev().take(n).collect();
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
     }
 
     /// Start the host again on the same data directory.

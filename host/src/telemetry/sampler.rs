@@ -37,7 +37,7 @@ pub fn spawn(svc: Weak<Service>) -> std::io::Result<StoppableThread> {
         while !s.load(Ordering::Relaxed) {
             if Instant::now() >= next {
                 let Some(svc) = svc.upgrade() else { return };
-                sampler.sample(&svc);
+                sampler.sample(&svc, &s);
                 next += INTERVAL;
                 if next < Instant::now() {
                     next = Instant::now() + INTERVAL;
@@ -60,7 +60,10 @@ struct Sampler {
 }
 
 impl Sampler {
-    fn sample(&mut self, svc: &Service) {
+    /// Take one sample. Once `stop` is set, no more events are read for
+    /// their age (a read from Kafka may take seconds on a loaded machine, and
+    /// shutdown waits for this sample).
+    fn sample(&mut self, svc: &Service, stop: &AtomicBool) {
         let tel = svc.telemetry();
         let now = now_ms();
         let modules = svc.lifecycle().modules();
@@ -96,7 +99,7 @@ impl Sampler {
                     .or_insert_with(|| Window::new(tel.window));
                 window.push(p.cursor, p.lag);
                 let status = window.status(consuming);
-                let age = self.age(svc.topics(), &key, p, now);
+                let age = self.age(svc.topics(), &key, p, now, stop);
                 module.lag_status = module.lag_status.max(status);
                 module
                     .partitions
@@ -145,6 +148,7 @@ impl Sampler {
         key: &(String, String, u32),
         p: &PartitionInfo,
         now: u64,
+        stop: &AtomicBool,
     ) -> Option<f64> {
         if p.lag == 0 {
             self.oldest.remove(key);
@@ -152,6 +156,7 @@ impl Sampler {
         }
         let time = match self.oldest.get(key) {
             Some((cursor, time)) if *cursor == p.cursor => *time,
+            _ if stop.load(Ordering::Relaxed) => return None,
             _ => {
                 let time = event_time(topics, &p.topic, p.partition, p.cursor);
                 self.oldest.insert(key.clone(), (p.cursor, time));

@@ -1,9 +1,10 @@
 //! The HTTP API's reads of Kafka partitions (`sluice tail`, dead letters).
 //!
 //! Each read places a group-less consumer at the offset asked for (see
-//! `placement.rs`). A reader left where the previous request stopped is kept
-//! and reused, so paging through a partition does not place a new consumer
-//! for every page.
+//! `placement.rs`). The reader of a partition is kept between requests and
+//! reused: paging on from where it stopped needs no placing, and reading
+//! elsewhere (the telemetry sampler reads the event at each module's cursor)
+//! re-places it rather than creating a new client.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -39,9 +40,11 @@ impl Readers {
     ) -> Result<Page, String> {
         let key = (topic.to_string(), p);
         let cached = self.idle.lock().unwrap().remove(&key);
+        // A kept reader is reused wherever it is: placing it elsewhere is an
+        // assign, cheaper than a new client (its threads and connections).
         let (c, placed_at) = match cached {
-            Some((c, next)) if next == from => (c, Some(from)),
-            _ => {
+            Some((c, next)) => (c, Some(next)),
+            None => {
                 let c: BaseConsumer = kafka
                     .client_config()
                     .set(
