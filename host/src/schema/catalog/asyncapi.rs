@@ -2,7 +2,9 @@
 //!
 //! - `channels`: one per topic a module reads or writes (address = topic),
 //!   with the messages it carries;
-//! - `operations`: `<module>.receive.<topic>` and `<module>.send.<topic>`;
+//! - `operations`: `<module>.receive.<topic>` and `<module>.send.<topic>`
+//!   (a `.` or `_` in the module name escaped, so no two operations share an
+//!   id);
 //! - `components.messages`: every version of every type
 //!   (`order.created.v1`), its payload the version's JSON Schema
 //!   (`schemaFormat` draft 2020-12, local `$ref`s rewritten to point inside
@@ -16,7 +18,7 @@
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use super::{Catalog, EventType, Message};
+use super::{Catalog, EventType, Message, dotless_key};
 
 /// The AsyncAPI version written.
 pub const VERSION: &str = "3.0.0";
@@ -73,7 +75,7 @@ pub fn document(c: &Catalog) -> Value {
             .map(|m| json!({ "$ref": format!("#/channels/{ch}/messages/{}", m.key()) }))
             .collect();
         operations.insert(
-            format!("{}.{}.{}", op.module, op.action, ch),
+            operation_id(&op.module, op.action, ch.as_str()),
             json!({
                 "action": op.action,
                 "channel": { "$ref": format!("#/channels/{ch}") },
@@ -271,9 +273,35 @@ fn version_of(c: &Catalog) -> String {
     format!("0.0.0+{hex}")
 }
 
+/// The id of `module`'s `action` on `topic`: `<module>.<action>.<topic>`,
+/// the module name with its dots escaped ([`dotless_key`]), so the first dot
+/// ends it and the id names one operation only.
+fn operation_id(module: &str, action: &str, topic: &str) -> String {
+    format!("{}.{action}.{topic}", dotless_key(module))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn operation_ids_are_readable_and_never_shared() {
+        assert_eq!(
+            operation_id("filter", "receive", "orders"),
+            "filter.receive.orders"
+        );
+        // Module `a` writing to `receive.x`, module `a.send` reading `x`.
+        let sends = operation_id("a", "send", "receive.x");
+        let receives = operation_id("a.send", "receive", "x");
+        assert_ne!(sends, receives);
+        assert_eq!(receives, "a_2Esend.receive.x");
+        // `_2E` written by a module name is not a dot.
+        assert_ne!(
+            operation_id("a_2Esend", "receive", "x"),
+            receives,
+            "an underscore is escaped too"
+        );
+    }
 
     #[test]
     fn local_refs_point_inside_the_document_and_others_are_left() {

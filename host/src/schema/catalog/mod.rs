@@ -148,11 +148,23 @@ impl Message {
 /// (`[A-Za-z0-9._-]`), one to one: `_` is written `__`, and any other
 /// character outside the set as `_` and the hex of each of its UTF-8 bytes.
 pub fn safe_key(s: &str) -> String {
+    escape(s, ".-")
+}
+
+/// [`safe_key`] with `.` escaped too (`_2E`): a key part that never contains
+/// the separator of the parts after it.
+pub fn dotless_key(s: &str) -> String {
+    escape(s, "-")
+}
+
+/// `s` with `_` written `__` and every character that is neither ASCII
+/// alphanumeric nor in `keep` written `_` plus the hex of its UTF-8 bytes.
+fn escape(s: &str, keep: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
             '_' => out.push_str("__"),
-            c if c.is_ascii_alphanumeric() || matches!(c, '.' | '-') => out.push(c),
+            c if c.is_ascii_alphanumeric() || keep.contains(c) => out.push(c),
             c => {
                 let mut buf = [0u8; 4];
                 for b in c.encode_utf8(&mut buf).bytes() {
