@@ -454,16 +454,43 @@ fn parsed(doc: &Value, list: &str) -> BTreeMap<String, Vec<String>> {
         .collect()
 }
 
-/// Run `tests/browser/asyncapi.mjs` (the npm `@asyncapi/parser`) on `file`.
-fn asyncapi_parse(tools: &Path, file: &Path) -> Value {
-    let doc = sluice_tests::obs::json_line(
+/// What `tests/browser/asyncapi.mjs` (the npm `@asyncapi/parser`, and Ajv
+/// for the payload schemas) says of `file`.
+fn asyncapi_check(tools: &Path, file: &Path) -> Value {
+    sluice_tests::obs::json_line(
         std::process::Command::new("node")
             .arg(repo().join("tests/browser/asyncapi.mjs"))
             .arg(file)
             .env("SLUICE_BROWSER_TOOLS", tools)
             .stdin(std::process::Stdio::null()),
-    );
+    )
+}
+
+/// [`asyncapi_check`] `file`, asserting it is valid AsyncAPI 3.0 whose
+/// payload schemas are valid JSON Schema 2020-12 and whose examples pass
+/// them.
+fn asyncapi_parse(tools: &Path, file: &Path) -> Value {
+    let doc = asyncapi_check(tools, file);
     assert_eq!(doc["valid"], true, "{doc}");
+    let payloads = doc["payloads"].as_array().unwrap();
+    assert_eq!(
+        payloads.len(),
+        doc["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| !m["payload_type"].is_null())
+            .count(),
+        "every payload checked: {doc}"
+    );
+    for p in payloads {
+        assert_eq!(p["schema_error"], Value::Null, "{p}");
+        let examples = p["examples"].as_array().unwrap();
+        assert!(
+            !examples.is_empty() && examples.iter().all(|x| x == true),
+            "{p}"
+        );
+    }
     assert_eq!(doc["version"], "3.0.0", "{doc}");
     // Severity 0 is an error, 1 a warning; 2 and 3 are information and hints
     // (such as "3.1.0 exists").
@@ -564,6 +591,38 @@ fn the_catalog_is_valid_asyncapi_and_a_page_that_shows_every_topic_type_and_modu
         assert_eq!(m["payload_type"], "object", "{m}");
         assert!(m["examples"].as_u64().unwrap() >= 1, "{m}");
     }
+    // The payload check can fail: a `$ref` left pointing inside the schema
+    // alone, and an example that breaks its schema.
+    let mut broken: Value =
+        serde_json::from_slice(&std::fs::read(from_host.join("asyncapi.json")).unwrap()).unwrap();
+    let v2 = &mut broken["components"]["messages"]["order.created.v2"];
+    v2["payload"]["schema"]["properties"]["channel"]["$ref"] = json!("#/$defs/channel");
+    broken["components"]["messages"]["order.created.v1"]["examples"][0]["payload"]["amount"] =
+        json!("lots");
+    let broken_file = out.path().join("broken.json");
+    std::fs::write(&broken_file, broken.to_string()).unwrap();
+    let checked = asyncapi_check(&tools, &broken_file);
+    let payload = |id: &str| {
+        checked["payloads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} in {checked}"))
+    };
+    let v2 = payload("order.created.v2");
+    assert!(
+        v2["schema_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("#/$defs/channel")),
+        "{v2}"
+    );
+    assert_eq!(
+        payload("order.created.v1")["examples"],
+        json!([false, true])
+    );
+
     // The host answers the same document.
     let served = host.get("/v1/catalog/asyncapi.json");
     let written: Value =
