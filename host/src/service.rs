@@ -341,6 +341,7 @@ impl Service {
     /// the sampler and housekeeping are told to stop at once but waited for
     /// only after the modules, since a sample may wait on the broker.
     pub fn shutdown(&self) {
+        let started = Instant::now();
         if let Some(mut w) = self.watcher.lock().unwrap().take() {
             w.stop();
         }
@@ -350,7 +351,14 @@ impl Service {
             t.request_stop();
         }
         self.lifecycle.stop_all();
-        self.output.stop();
+        // The outbox drains while time is left: all of shutdown-timeout but
+        // a few seconds for what comes after it.
+        let drain = self
+            .config
+            .shutdown_timeout
+            .saturating_sub(started.elapsed() + Duration::from_secs(5))
+            .max(Duration::from_secs(1));
+        self.output.stop(drain);
         for mut t in sampler.into_iter().chain(housekeeping) {
             t.stop();
         }

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A named thread that watches a stop flag; `stop` (or drop) sets the flag and
 /// waits for the thread to finish.
@@ -29,6 +29,22 @@ impl StoppableThread {
     /// [`StoppableThread::stop`] each).
     pub fn request_stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// Set the stop flag and wait for the thread; if it is still running
+    /// after `patience`, call `overdue` (which should make it return soon)
+    /// and wait on.
+    pub fn stop_within(&mut self, patience: Duration, overdue: impl FnOnce()) {
+        self.stop.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + patience;
+        while self.thread.as_ref().is_some_and(|t| !t.is_finished()) {
+            if Instant::now() >= deadline {
+                overdue();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.stop();
     }
 
     /// Set the stop flag and wait for the thread.

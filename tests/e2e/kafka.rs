@@ -350,6 +350,44 @@ fn malformed_records_are_dead_lettered_with_the_reason() {
     assert!(host.alive(), "the host survived");
 }
 
+/// SIGTERM while the broker is gone: the host neither waits for it without
+/// end (an offset commit on leaving the group, the outbox draining) nor loses
+/// anything. It exits 0 within its shutdown-timeout, and once the broker is
+/// back, a restart publishes what was left with nothing twice.
+#[test]
+fn kafka_sigterm_with_the_broker_gone_exits_in_time_and_loses_nothing() {
+    // tansu on sqlite takes tens of milliseconds per produced record.
+    const EVENTS: usize = 400;
+    let mut broker = Broker::start(Storage::Sqlite);
+    broker.create_topic("orders", 3);
+    let mut host = HostProc::start(&broker.host_config(), |m| stage(m, &["aggregator"]));
+    let (events, expected) = orders(EVENTS, 20, 14, "gone-");
+    broker.produce("orders", &events);
+    wait_for(Duration::from_secs(120), "the aggregator under way", || {
+        (host.aggregator_applied().unwrap_or(0) > 0).then_some(())
+    });
+    broker.stop();
+    wait_for(Duration::from_secs(30), "the outage to be reported", || {
+        (host.get("/v1/status")["kafka"]["reachable"] == false).then_some(())
+    });
+    let stopping = Instant::now();
+    let code = host.terminate();
+    eprintln!(
+        "exit {code:?} {:?} after SIGTERM with the broker gone",
+        stopping.elapsed()
+    );
+    // Exit 1 would be the shutdown-timeout (30 s) running out.
+    assert_eq!(code, Some(0), "log:\n{}", host.log_tail(40));
+
+    broker.restart();
+    host.restart();
+    wait_for(Duration::from_secs(300), "every event applied", || {
+        (host.aggregator_applied() == Some(EVENTS as u64)).then_some(())
+    });
+    host.assert_aggregator_totals(&expected);
+    assert_one_update_per_input(&broker, EVENTS);
+}
+
 #[test]
 fn kafka_sigterm_mid_stream_drains_the_outbox_and_exits_zero() {
     const EVENTS: usize = 20_000;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _, PurgeConfig};
 use sluice_wire::OwnedEvent;
 
 use super::Deliver;
@@ -245,6 +245,14 @@ impl Deliver for KafkaDelivery {
         self.kafka
             .ensure_topics(&[(topic.to_string(), None)])
             .map(|_| ())
+    }
+
+    fn aborter(&self) -> Option<Box<dyn Fn() + Send>> {
+        // Purged records fail their deliveries at once.
+        let producer = self.producer.producer.clone();
+        Some(Box::new(move || {
+            producer.purge(PurgeConfig::default().queue().inflight());
+        }))
     }
 }
 

@@ -23,5 +23,5 @@ impl Output for EventLog {
         Ok(())
     }
 
-    fn stop(&self) {}
+    fn stop(&self, _drain: std::time::Duration) {}
 }

@@ -35,6 +35,7 @@ pub trait Output: Send + Sync {
         outputs: Vec<(String, Vec<OwnedEvent>)>,
     ) -> Result<(), TopicError>;
 
-    /// Deliver what is committed and stop background work (at shutdown).
-    fn stop(&self);
+    /// Deliver what is committed and stop background work (at shutdown);
+    /// what is not delivered within `drain` is left for the next start.
+    fn stop(&self, drain: std::time::Duration);
 }

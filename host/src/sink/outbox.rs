@@ -2,6 +2,7 @@
 //! published by the [`Relay`] after the commit.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use sluice_wire::OwnedEvent;
 
@@ -52,9 +53,9 @@ impl Output for Outbox {
         Ok(())
     }
 
-    fn stop(&self) {
+    fn stop(&self, drain: Duration) {
         if let Some(mut r) = self.relay.lock().unwrap().take() {
-            r.stop();
+            r.stop(drain);
         }
     }
 }

@@ -32,11 +32,18 @@ pub trait Deliver: Send {
     fn flush(&self);
     /// Make sure `topic` exists (it is written only when something is refused).
     fn ensure_topic(&self, topic: &str) -> Result<(), String>;
+    /// Something another thread may call to make a [`deliver`](Deliver::deliver)
+    /// that waits on an unreachable broker return at once (its records
+    /// failed, so they stay in the outbox). `None`: deliveries never wait long.
+    fn aborter(&self) -> Option<Box<dyn Fn() + Send>> {
+        None
+    }
 }
 
 /// Publishes committed outputs from the outbox.
 pub struct Relay {
     thread: StoppableThread,
+    abort: Option<Box<dyn Fn() + Send>>,
 }
 
 impl Relay {
@@ -48,6 +55,7 @@ impl Relay {
     ) -> std::io::Result<Relay> {
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
+        let abort = to.aborter();
         let thread = StoppableThread::spawn("sluice-relay".into(), stop, move || {
             let mut backoff = Duration::from_millis(10);
             let mut next = 0;
@@ -73,12 +81,20 @@ impl Relay {
                 }
             }
         })?;
-        Ok(Relay { thread })
+        Ok(Relay { thread, abort })
     }
 
-    /// Drain what is committed, then stop.
-    pub fn stop(&mut self) {
-        self.thread.stop();
+    /// Drain what is committed, then stop. What is not published within
+    /// `drain` (the broker is unreachable) stays in the outbox for the next
+    /// start.
+    pub fn stop(&mut self, drain: Duration) {
+        let abort = self.abort.take();
+        self.thread.stop_within(drain, || {
+            tracing::warn!(?drain, "the outbox did not drain in time (broker unreachable?); what is left is published at the next start");
+            if let Some(abort) = abort {
+                abort();
+            }
+        });
     }
 }
 

@@ -60,14 +60,15 @@ struct Sampler {
 }
 
 impl Sampler {
-    /// Take one sample. Once `stop` is set, no more events are read for
-    /// their age (a read from Kafka may take seconds on a loaded machine, and
+    /// Take one sample. Once `stop` is set it asks the broker nothing more:
+    /// no event read for its age, no dead-letter depths (a call to Kafka may
+    /// take seconds on a loaded machine or with the broker down, and
     /// shutdown waits for this sample).
     fn sample(&mut self, svc: &Service, stop: &AtomicBool) {
         let tel = svc.telemetry();
         let now = now_ms();
         let modules = svc.lifecycle().modules();
-        if self.samples.is_multiple_of(5) {
+        if self.samples.is_multiple_of(5) && !stop.load(Ordering::Relaxed) {
             self.outbox = svc.store().outbox_len().unwrap_or(self.outbox);
             self.depths = modules
                 .iter()

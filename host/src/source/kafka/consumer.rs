@@ -4,6 +4,7 @@
 //! and the positions the status views show.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -90,6 +91,7 @@ impl KafkaInput {
             starts: subs.iter().cloned().collect(),
             events: Mutex::new(Vec::new()),
             pending: Mutex::new(BTreeMap::new()),
+            commit_on_revoke: AtomicBool::new(true),
         };
         let mut cfg = kafka.client_config();
         cfg.set("group.id", kafka.group(module))
@@ -200,7 +202,7 @@ impl KafkaInput {
         self.last_poll = Instant::now();
         self.nudge_quiet_placements();
         fresh.extend(self.place_waiting());
-        self.flush_commits(false);
+        let _ = self.flush_commits(false);
         self.publish_positions(!fresh.is_empty());
         fresh
     }
@@ -409,14 +411,17 @@ impl KafkaInput {
     }
 
     /// Commit pending offsets to Kafka (at most every 200 ms unless `now`).
-    fn flush_commits(&mut self, now: bool) {
+    /// Commit the pending offsets to Kafka (`now`: synchronously, else at
+    /// most every 200 ms and asynchronously). False if the commit failed
+    /// (the offsets stay pending).
+    fn flush_commits(&mut self, now: bool) -> bool {
         if !now && self.last_commit.elapsed() < Duration::from_millis(200) {
-            return;
+            return true;
         }
         self.last_commit = Instant::now();
         let pending = std::mem::take(&mut *self.consumer.context().pending.lock().unwrap());
         if pending.is_empty() {
-            return;
+            return true;
         }
         let mut tpl = TopicPartitionList::new();
         for ((t, p), o) in &pending {
@@ -425,7 +430,7 @@ impl KafkaInput {
             }
         }
         if tpl.count() == 0 {
-            return;
+            return true;
         }
         let mode = if now {
             CommitMode::Sync
@@ -438,7 +443,9 @@ impl KafkaInput {
             for (k, o) in pending {
                 p.entry(k).or_insert(o);
             }
+            return false;
         }
+        true
     }
 }
 
@@ -570,7 +577,14 @@ impl KafkaInput {
 
 impl Drop for KafkaInput {
     fn drop(&mut self) {
-        self.flush_commits(true);
+        if !self.flush_commits(true) {
+            // The broker did not take the commit just now: leaving must not
+            // wait on it again in the revocation.
+            self.consumer
+                .context()
+                .commit_on_revoke
+                .store(false, Ordering::SeqCst);
+        }
         self.leave();
         let mut registry = self.registry.lock().unwrap();
         if registry

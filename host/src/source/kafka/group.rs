@@ -6,6 +6,7 @@
 //! events it leaves for the consumer.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -38,6 +39,11 @@ pub(super) struct GroupContext {
     pub(super) events: Mutex<Vec<GroupEvent>>,
     /// Offsets committed locally but not yet to Kafka.
     pub(super) pending: Mutex<BTreeMap<(String, u32), u64>>,
+    /// Whether a revocation commits `pending` first. Cleared when the
+    /// consumer leaves after its last commit failed: a synchronous commit
+    /// with no coordinator to answer waits without end, and the local
+    /// cursor holds anyway.
+    pub(super) commit_on_revoke: AtomicBool,
 }
 
 impl ClientContext for GroupContext {
@@ -68,7 +74,12 @@ impl ConsumerContext for GroupContext {
                 }
             }
             drop(pending);
-            if commit.count() > 0
+            let lost = consumer.assignment_lost();
+            if commit.count() > 0 && (lost || !self.commit_on_revoke.load(Ordering::SeqCst)) {
+                // Lost partitions may be someone else's already, and with
+                // the broker gone the commit would wait without end.
+                tracing::warn!(module = %self.module, lost, "offsets not committed on revocation (the broker is unreachable or the partitions were lost); the local cursor still holds");
+            } else if commit.count() > 0
                 && let Err(e) = consumer.commit(&commit, CommitMode::Sync)
             {
                 tracing::warn!(module = %self.module, error = %e, "offset commit on revocation failed (the local cursor still holds)");
