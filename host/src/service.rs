@@ -351,12 +351,11 @@ impl Service {
             t.request_stop();
         }
         self.lifecycle.stop_all();
-        // The outbox drains while time is left: all of shutdown-timeout but
-        // a few seconds for what comes after it.
-        let drain = self
-            .config
-            .shutdown_timeout
-            .saturating_sub(started.elapsed() + Duration::from_secs(5))
+        // The outbox drains for up to half of shutdown-timeout (a reachable
+        // broker takes it in well under a second); the other half is for
+        // what comes after, which may wait on the broker too.
+        let drain = (self.config.shutdown_timeout / 2)
+            .saturating_sub(started.elapsed())
             .max(Duration::from_secs(1));
         self.output.stop(drain);
         for mut t in sampler.into_iter().chain(housekeeping) {
