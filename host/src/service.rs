@@ -352,8 +352,10 @@ impl Service {
         }
         self.lifecycle.stop_all();
         // The outbox drains for up to half of shutdown-timeout (a reachable
-        // broker takes it in well under a second); the other half is for
-        // what comes after, which may wait on the broker too.
+        // broker usually takes it in well under a second; whatever is
+        // purged unacknowledged is published again at the next start, same
+        // ids); the other half is for what comes after, which may wait on
+        // the broker too.
         let drain = (self.config.shutdown_timeout / 2)
             .saturating_sub(started.elapsed())
             .max(Duration::from_secs(1));

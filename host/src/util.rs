@@ -31,16 +31,18 @@ impl StoppableThread {
         self.stop.store(true, Ordering::SeqCst);
     }
 
-    /// Set the stop flag and wait for the thread; if it is still running
-    /// after `patience`, call `overdue` (which should make it return soon)
-    /// and wait on.
-    pub fn stop_within(&mut self, patience: Duration, overdue: impl FnOnce()) {
+    /// Set the stop flag and wait for the thread; once it has run past
+    /// `patience`, call `overdue` (which should make it return soon) every
+    /// 100 ms until it has returned.
+    pub fn stop_within(&mut self, patience: Duration, mut overdue: impl FnMut()) {
         self.stop.store(true, Ordering::SeqCst);
         let deadline = Instant::now() + patience;
+        let mut next = deadline;
         while self.thread.as_ref().is_some_and(|t| !t.is_finished()) {
-            if Instant::now() >= deadline {
+            let now = Instant::now();
+            if now >= next {
                 overdue();
-                break;
+                next = now + Duration::from_millis(100);
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -136,5 +138,38 @@ mod tests {
         assert_eq!(clip("short", 10), "short");
         assert_eq!(clip("caf\u{e9}s", 4), "caf…");
         assert_eq!(clip("abcdef", 3), "abc…");
+    }
+
+    #[test]
+    fn stop_within_keeps_calling_overdue_until_the_thread_returns() {
+        // A thread that ignores its stop flag and returns only once it has
+        // been told three times that it is overdue (one call is not enough:
+        // a relay may start a new wait after the first abort).
+        let told = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let seen = told.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut t = StoppableThread::spawn("test".into(), stop.clone(), move || {
+            while seen.load(Ordering::SeqCst) < 3 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+        .unwrap();
+        t.stop_within(Duration::from_millis(20), || {
+            told.fetch_add(1, Ordering::SeqCst);
+        });
+        assert!(stop.load(Ordering::SeqCst));
+        assert!(t.thread.is_none(), "joined");
+        assert_eq!(told.load(Ordering::SeqCst), 3);
+
+        // A thread that returns when stopped is never overdue.
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let mut t = StoppableThread::spawn("test".into(), stop, move || {
+            while !s.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+        .unwrap();
+        t.stop_within(Duration::from_secs(60), || panic!("not overdue"));
     }
 }

@@ -353,7 +353,8 @@ fn malformed_records_are_dead_lettered_with_the_reason() {
 /// SIGTERM while the broker is gone: the host neither waits for it without
 /// end (an offset commit on leaving the group, the outbox draining) nor loses
 /// anything. It exits 0 within its shutdown-timeout, and once the broker is
-/// back, a restart publishes what was left with nothing twice.
+/// back, a restart publishes what was left: exact totals, one output id per
+/// input.
 #[test]
 fn kafka_sigterm_with_the_broker_gone_exits_in_time_and_loses_nothing() {
     // tansu on sqlite takes tens of milliseconds per produced record.

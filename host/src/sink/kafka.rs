@@ -35,6 +35,8 @@ pub struct Producer {
     /// Waits for delivery reports (built once, not per page).
     waiter: tokio::runtime::Runtime,
     health: Arc<BrokerHealth>,
+    /// Set by the relay's aborter: publish nothing more.
+    aborted: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Producer {
@@ -63,6 +65,7 @@ impl Producer {
             partitions: Default::default(),
             waiter,
             health,
+            aborted: Default::default(),
         })
     }
 
@@ -123,6 +126,12 @@ impl Producer {
     ) -> Vec<Result<(u32, u64), Undelivered>> {
         let mut pending: Vec<Result<_, Undelivered>> = Vec::with_capacity(events.len());
         for ev in events {
+            if self.aborted.load(std::sync::atomic::Ordering::SeqCst) {
+                pending.push(Err(Undelivered::transient(
+                    "not sent: the relay is stopping".into(),
+                )));
+                continue;
+            }
             let (key, value, headers) = encode(&ev.as_ref());
             let mut h = OwnedHeaders::new_with_capacity(headers.len());
             for (n, v) in &headers {
@@ -248,9 +257,12 @@ impl Deliver for KafkaDelivery {
     }
 
     fn aborter(&self) -> Option<Box<dyn Fn() + Send>> {
-        // Purged records fail their deliveries at once.
+        // Nothing more is sent, and purged records fail their deliveries at
+        // once.
         let producer = self.producer.producer.clone();
+        let aborted = self.producer.aborted.clone();
         Some(Box::new(move || {
+            aborted.store(true, std::sync::atomic::Ordering::SeqCst);
             producer.purge(PurgeConfig::default().queue().inflight());
         }))
     }

@@ -33,8 +33,9 @@ pub trait Deliver: Send {
     /// Make sure `topic` exists (it is written only when something is refused).
     fn ensure_topic(&self, topic: &str) -> Result<(), String>;
     /// Something another thread may call to make a [`deliver`](Deliver::deliver)
-    /// that waits on an unreachable broker return at once (its records
-    /// failed, so they stay in the outbox). `None`: deliveries never wait long.
+    /// that waits on an unreachable broker return soon, and later ones at
+    /// once (their records failed, so they stay in the outbox). It may be
+    /// called again and again. `None`: deliveries never wait long.
     fn aborter(&self) -> Option<Box<dyn Fn() + Send>> {
         None
     }
@@ -44,6 +45,8 @@ pub trait Deliver: Send {
 pub struct Relay {
     thread: StoppableThread,
     abort: Option<Box<dyn Fn() + Send>>,
+    /// Set when the drain ran out of time: the relay returns at once.
+    aborted: Arc<AtomicBool>,
 }
 
 impl Relay {
@@ -56,10 +59,12 @@ impl Relay {
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
         let abort = to.aborter();
+        let aborted = Arc::new(AtomicBool::new(false));
+        let gave_up = aborted.clone();
         let thread = StoppableThread::spawn("sluice-relay".into(), stop, move || {
             let mut backoff = Duration::from_millis(10);
             let mut next = 0;
-            loop {
+            while !gave_up.load(Ordering::SeqCst) {
                 let seen = signal.seen();
                 match relay_once(&store, to.as_ref(), &mut next, 2048) {
                     Ok(0) => {
@@ -81,7 +86,11 @@ impl Relay {
                 }
             }
         })?;
-        Ok(Relay { thread, abort })
+        Ok(Relay {
+            thread,
+            abort,
+            aborted,
+        })
     }
 
     /// Drain what is committed, then stop. What is not published within
@@ -89,9 +98,12 @@ impl Relay {
     /// start.
     pub fn stop(&mut self, drain: Duration) {
         let abort = self.abort.take();
+        let aborted = self.aborted.clone();
         self.thread.stop_within(drain, || {
-            tracing::warn!(?drain, "the outbox did not drain in time (broker unreachable?); what is left is published at the next start");
-            if let Some(abort) = abort {
+            if !aborted.swap(true, Ordering::SeqCst) {
+                tracing::warn!(?drain, "the outbox did not drain in time (broker unreachable?); what is left is published at the next start");
+            }
+            if let Some(abort) = &abort {
                 abort();
             }
         });

@@ -73,6 +73,9 @@ impl Sampler {
             self.depths = modules
                 .iter()
                 .filter_map(|m| {
+                    if stop.load(Ordering::Relaxed) {
+                        return None;
+                    }
                     let (dlq, _) = svc.lifecycle().dlq_topics(&m.name).ok()?;
                     Some((m.name.clone(), depth(svc.topics(), &dlq)?))
                 })

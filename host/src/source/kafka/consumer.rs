@@ -410,7 +410,6 @@ impl KafkaInput {
         });
     }
 
-    /// Commit pending offsets to Kafka (at most every 200 ms unless `now`).
     /// Commit the pending offsets to Kafka (`now`: synchronously, else at
     /// most every 200 ms and asynchronously). False if the commit failed
     /// (the offsets stay pending).

@@ -1,6 +1,6 @@
 //! One module's membership of its consumer group: the rebalance context
 //! librdkafka calls inside `poll` (commit what was done before letting
-//! partitions go; place each partition given at the furthest of the local
+//! partitions go, unless they were lost or the broker is gone; place each partition given at the furthest of the local
 //! cursor and the group's offset, or the subscription's start for a group
 //! without one; never guess when the broker does not answer), and the
 //! events it leaves for the consumer.

@@ -72,7 +72,7 @@ pub struct Kafka {
     client: BaseConsumer,
     /// Publishes what the API produces.
     producer: Producer,
-    /// API readers, reused while a client pages through a partition.
+    /// API readers, one kept per partition and re-placed for each read.
     readers: reader::Readers,
     /// Per module: what its consumer holds, for status views.
     positions: Arc<Mutex<HashMap<String, Positions>>>,
