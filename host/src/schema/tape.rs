@@ -940,10 +940,9 @@ impl<'a> Object<'a, TapeJson> for TapeObject<'a> {
 
     #[inline]
     fn get(&self, key: &String) -> Option<TapeNode<'a>> {
-        // The last of duplicate keys wins, as when parsing into a `Value`.
+        // Keys are unique: the parser refuses an object with a key twice.
         self.members()
-            .filter(|(k, _)| *k == key.as_str())
-            .last()
+            .find(|(k, _)| *k == key.as_str())
             .map(|(_, v)| v)
     }
 
